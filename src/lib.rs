@@ -1,0 +1,9 @@
+//! scepd: an NDES-compatible SCEP (RFC 8894) enrollment server.
+//!
+//! The root package is the registration authority: the only place that knows every part.
+//! `scep` is the sans-IO wire codec, `enroll` the enrollment cycle, `http` the hyper front,
+//! `store` the durable state, `config` the validated configuration.
+#![forbid(unsafe_code)]
+
+pub mod scep;
+pub mod store;

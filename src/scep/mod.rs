@@ -1,0 +1,1 @@
+//! Sans-IO SCEP codec (RFC 8894).

@@ -1,0 +1,1 @@
+//! Durable state: transactions, issued certificates, revocations, challenge redemption.
