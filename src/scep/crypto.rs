@@ -1,0 +1,383 @@
+//! The cryptographic primitives SCEP needs, all through openssl: digests, signatures,
+//! content ciphers and RSA key transport. Keys are parsed once by the caller and passed in.
+//!
+//! RSA private-key operations never go through the `rsa` crate (RUSTSEC-2023-0071).
+
+use const_oid::ObjectIdentifier as Oid;
+use openssl::hash::{hash, MessageDigest};
+use openssl::pkey::{HasPrivate, HasPublic, Id, PKeyRef};
+use openssl::rsa::Padding;
+use openssl::sign::{Signer, Verifier};
+use openssl::symm::{Cipher, Crypter, Mode};
+
+use super::oids;
+
+/// Why a primitive failed. Deliberately coarse: callers map every envelope failure to one
+/// indistinguishable badMessageCheck.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// openssl refused the operation (bad key, bad padding, wrong length...).
+    #[error("cryptographic operation failed")]
+    Openssl(#[from] openssl::error::ErrorStack),
+    /// The key type cannot do what was asked (e.g. RSA key transport to an EC key).
+    #[error("key type not supported for this operation")]
+    UnsupportedKey,
+    /// Key or IV of the wrong length for the cipher.
+    #[error("bad key or IV length")]
+    BadLength,
+}
+
+/// A message digest allowed in SignerInfo.digestAlgorithm (RFC 8894 §3.5.2: SHA-1 and SHA-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DigestAlg {
+    /// SHA-1 (legacy, but every SCEP client still offers it).
+    Sha1,
+    /// SHA-224.
+    Sha224,
+    /// SHA-256 (RFC 8894 mandatory).
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl DigestAlg {
+    /// Every supported digest, strongest last.
+    pub const ALL: [DigestAlg; 5] = [Self::Sha1, Self::Sha224, Self::Sha256, Self::Sha384, Self::Sha512];
+
+    /// The digest's OID (RFC 5754).
+    pub fn oid(self) -> Oid {
+        match self {
+            Self::Sha1 => oids::SHA1,
+            Self::Sha224 => oids::SHA224,
+            Self::Sha256 => oids::SHA256,
+            Self::Sha384 => oids::SHA384,
+            Self::Sha512 => oids::SHA512,
+        }
+    }
+
+    /// Recognises a digest OID; MD5 and anything else is `None` (badAlg).
+    pub fn from_oid(oid: &Oid) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.oid() == *oid)
+    }
+
+    /// Recognises a signature-algorithm OID that names its digest (sha256WithRSAEncryption,
+    /// ecdsa-with-SHA256, ...).
+    pub fn from_signature_oid(oid: &Oid) -> Option<Self> {
+        let digest = match *oid {
+            oids::SHA1_WITH_RSA | oids::ECDSA_WITH_SHA1 => Self::Sha1,
+            oids::SHA224_WITH_RSA | oids::ECDSA_WITH_SHA224 => Self::Sha224,
+            oids::SHA256_WITH_RSA | oids::ECDSA_WITH_SHA256 => Self::Sha256,
+            oids::SHA384_WITH_RSA | oids::ECDSA_WITH_SHA384 => Self::Sha384,
+            oids::SHA512_WITH_RSA | oids::ECDSA_WITH_SHA512 => Self::Sha512,
+            _ => return None,
+        };
+        Some(digest)
+    }
+
+    /// The openssl digest.
+    pub fn message_digest(self) -> MessageDigest {
+        match self {
+            Self::Sha1 => MessageDigest::sha1(),
+            Self::Sha224 => MessageDigest::sha224(),
+            Self::Sha256 => MessageDigest::sha256(),
+            Self::Sha384 => MessageDigest::sha384(),
+            Self::Sha512 => MessageDigest::sha512(),
+        }
+    }
+
+    /// Digest of `data`.
+    pub fn digest(self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        Ok(hash(self.message_digest(), data)?.to_vec())
+    }
+
+    /// The GetCACaps keyword, where RFC 8894 Table 7 defines one.
+    pub fn caps_keyword(self) -> Option<&'static str> {
+        match self {
+            Self::Sha1 => Some("SHA-1"),
+            Self::Sha256 => Some("SHA-256"),
+            Self::Sha512 => Some("SHA-512"),
+            Self::Sha224 | Self::Sha384 => None,
+        }
+    }
+
+    /// The signature algorithm OID for a key of this type with this digest.
+    pub fn signature_oid<T: HasPublic>(self, key: &PKeyRef<T>) -> Result<Oid, CryptoError> {
+        let oid = match (key.id(), self) {
+            (Id::RSA, Self::Sha1) => oids::SHA1_WITH_RSA,
+            (Id::RSA, Self::Sha224) => oids::SHA224_WITH_RSA,
+            (Id::RSA, Self::Sha256) => oids::SHA256_WITH_RSA,
+            (Id::RSA, Self::Sha384) => oids::SHA384_WITH_RSA,
+            (Id::RSA, Self::Sha512) => oids::SHA512_WITH_RSA,
+            (Id::EC, Self::Sha1) => oids::ECDSA_WITH_SHA1,
+            (Id::EC, Self::Sha224) => oids::ECDSA_WITH_SHA224,
+            (Id::EC, Self::Sha256) => oids::ECDSA_WITH_SHA256,
+            (Id::EC, Self::Sha384) => oids::ECDSA_WITH_SHA384,
+            (Id::EC, Self::Sha512) => oids::ECDSA_WITH_SHA512,
+            _ => return Err(CryptoError::UnsupportedKey),
+        };
+        Ok(oid)
+    }
+}
+
+/// A CMS content-encryption algorithm (RFC 3370 §5.1, RFC 3565).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentCipher {
+    /// Single DES: forbidden by RFC 8894 §7.5; accepted in requests only behind the legacy
+    /// switch, never used in replies.
+    DesCbc,
+    /// Triple DES (DES3 capability).
+    DesEde3Cbc,
+    /// AES-128-CBC (AES capability; RFC 8894 mandatory).
+    Aes128Cbc,
+    /// AES-192-CBC.
+    Aes192Cbc,
+    /// AES-256-CBC.
+    Aes256Cbc,
+}
+
+impl ContentCipher {
+    /// The algorithm OID.
+    pub fn oid(self) -> Oid {
+        match self {
+            Self::DesCbc => oids::DES_CBC,
+            Self::DesEde3Cbc => oids::DES_EDE3_CBC,
+            Self::Aes128Cbc => oids::AES128_CBC,
+            Self::Aes192Cbc => oids::AES192_CBC,
+            Self::Aes256Cbc => oids::AES256_CBC,
+        }
+    }
+
+    /// Recognises a content-encryption OID.
+    pub fn from_oid(oid: &Oid) -> Option<Self> {
+        [Self::DesCbc, Self::DesEde3Cbc, Self::Aes128Cbc, Self::Aes192Cbc, Self::Aes256Cbc]
+            .into_iter()
+            .find(|c| c.oid() == *oid)
+    }
+
+    /// True for single DES, which needs the explicit legacy switch.
+    pub fn is_legacy(self) -> bool {
+        self == Self::DesCbc
+    }
+
+    /// The cipher to answer with. The reply follows the request's cipher, except that
+    /// single DES is never sent: those clients (micromdm's scepclient) get AES-256-CBC, which
+    /// the same Go library decrypts.
+    pub fn for_reply(self) -> Self {
+        match self {
+            Self::DesCbc => Self::Aes256Cbc,
+            other => other,
+        }
+    }
+
+    fn openssl_cipher(self) -> Cipher {
+        match self {
+            Self::DesCbc => Cipher::des_cbc(),
+            Self::DesEde3Cbc => Cipher::des_ede3_cbc(),
+            Self::Aes128Cbc => Cipher::aes_128_cbc(),
+            Self::Aes192Cbc => Cipher::aes_192_cbc(),
+            Self::Aes256Cbc => Cipher::aes_256_cbc(),
+        }
+    }
+
+    /// Key length in bytes.
+    pub fn key_len(self) -> usize {
+        self.openssl_cipher().key_len()
+    }
+
+    /// IV (block) length in bytes.
+    pub fn iv_len(self) -> usize {
+        self.openssl_cipher().iv_len().unwrap_or(0)
+    }
+
+    /// Encrypts with PKCS#7 padding.
+    pub fn encrypt(self, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.run(Mode::Encrypt, key, iv, plaintext)
+    }
+
+    /// Decrypts and strips PKCS#7 padding.
+    pub fn decrypt(self, key: &[u8], iv: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.run(Mode::Decrypt, key, iv, ciphertext)
+    }
+
+    fn run(self, mode: Mode, key: &[u8], iv: &[u8], input: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if key.len() != self.key_len() || iv.len() != self.iv_len() {
+            return Err(CryptoError::BadLength);
+        }
+        let cipher = self.openssl_cipher();
+        let mut crypter = Crypter::new(cipher, mode, key, Some(iv))?;
+        let mut out = vec![0; input.len() + cipher.block_size()];
+        let mut len = crypter.update(input, &mut out)?;
+        len += crypter.finalize(&mut out[len..])?;
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+/// RSA key transport (RFC 5652 §6.2.1): how the content-encryption key is wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyTransport {
+    /// rsaEncryption, RSAES-PKCS1-v1_5 (what almost every client sends).
+    RsaPkcs1v15,
+    /// id-RSAES-OAEP with the given hash for both OAEP and MGF1 (RFC 8017 §A.2.1).
+    RsaOaep(DigestAlg),
+}
+
+/// Unwraps a content-encryption key with an RSA private key, without a padding oracle: on
+/// any failure (bad padding, wrong length) it returns random bytes of `key_len`, so that the
+/// caller fails later, at the content decryption or parse, on the same code path
+/// (the countermeasure of RFC 3218 §2.3.2).
+pub fn unwrap_key_or_random<T: HasPrivate>(
+    key: &PKeyRef<T>,
+    transport: KeyTransport,
+    wrapped: &[u8],
+    key_len: usize,
+) -> Vec<u8> {
+    let decoy = random_bytes(key_len);
+    match rsa_decrypt(key, transport, wrapped) {
+        Ok(cek) if cek.len() == key_len => cek,
+        _ => decoy,
+    }
+}
+
+/// Decrypts an RSA-wrapped key. Prefer [`unwrap_key_or_random`] on input paths.
+pub fn rsa_decrypt<T: HasPrivate>(
+    key: &PKeyRef<T>,
+    transport: KeyTransport,
+    wrapped: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if key.id() != Id::RSA {
+        return Err(CryptoError::UnsupportedKey);
+    }
+    let mut decrypter = openssl::encrypt::Decrypter::new(key)?;
+    set_transport_padding(&mut decrypter, transport)?;
+    let mut out = vec![0; decrypter.decrypt_len(wrapped)?];
+    let len = decrypter.decrypt(wrapped, &mut out)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+fn set_transport_padding(
+    decrypter: &mut openssl::encrypt::Decrypter<'_>,
+    transport: KeyTransport,
+) -> Result<(), CryptoError> {
+    match transport {
+        KeyTransport::RsaPkcs1v15 => decrypter.set_rsa_padding(Padding::PKCS1)?,
+        KeyTransport::RsaOaep(digest) => {
+            decrypter.set_rsa_padding(Padding::PKCS1_OAEP)?;
+            decrypter.set_rsa_oaep_md(digest.message_digest())?;
+            decrypter.set_rsa_mgf1_md(digest.message_digest())?;
+        }
+    }
+    Ok(())
+}
+
+/// Wraps a content-encryption key for an RSA public key.
+pub fn rsa_encrypt<T: HasPublic>(
+    key: &PKeyRef<T>,
+    transport: KeyTransport,
+    cek: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if key.id() != Id::RSA {
+        return Err(CryptoError::UnsupportedKey);
+    }
+    let mut encrypter = openssl::encrypt::Encrypter::new(key)?;
+    match transport {
+        KeyTransport::RsaPkcs1v15 => encrypter.set_rsa_padding(Padding::PKCS1)?,
+        KeyTransport::RsaOaep(digest) => {
+            encrypter.set_rsa_padding(Padding::PKCS1_OAEP)?;
+            encrypter.set_rsa_oaep_md(digest.message_digest())?;
+            encrypter.set_rsa_mgf1_md(digest.message_digest())?;
+        }
+    }
+    let mut out = vec![0; encrypter.encrypt_len(cek)?];
+    let len = encrypter.encrypt(cek, &mut out)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+/// Signs `data` (RSA PKCS#1 v1.5 or ECDSA, DER-encoded signature).
+pub fn sign<T: HasPrivate>(key: &PKeyRef<T>, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut signer = Signer::new(digest.message_digest(), key)?;
+    if key.id() == Id::RSA {
+        signer.set_rsa_padding(Padding::PKCS1)?;
+    }
+    Ok(signer.sign_oneshot_to_vec(data)?)
+}
+
+/// Verifies a signature over `data`; `Ok(false)` for a signature that does not match.
+pub fn verify<T: HasPublic>(
+    key: &PKeyRef<T>,
+    digest: DigestAlg,
+    data: &[u8],
+    signature: &[u8],
+) -> Result<bool, CryptoError> {
+    let mut verifier = Verifier::new(digest.message_digest(), key)?;
+    if key.id() == Id::RSA {
+        verifier.set_rsa_padding(Padding::PKCS1)?;
+    }
+    Ok(verifier.verify_oneshot(signature, data).unwrap_or(false))
+}
+
+/// Cryptographically secure random bytes (openssl's DRBG).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    // rand_bytes only fails when the DRBG cannot be seeded, which openssl treats as fatal
+    // at start-up; fall back to a fresh attempt rather than returning predictable bytes.
+    while openssl::rand::rand_bytes(&mut out).is_err() {
+        std::thread::yield_now();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+
+    #[test]
+    fn every_cipher_round_trips() {
+        for cipher in [
+            ContentCipher::DesCbc,
+            ContentCipher::DesEde3Cbc,
+            ContentCipher::Aes128Cbc,
+            ContentCipher::Aes192Cbc,
+            ContentCipher::Aes256Cbc,
+        ] {
+            let key = random_bytes(cipher.key_len());
+            let iv = random_bytes(cipher.iv_len());
+            let sealed = cipher.encrypt(&key, &iv, b"csr bytes").unwrap();
+            assert_eq!(cipher.decrypt(&key, &iv, &sealed).unwrap(), b"csr bytes");
+            assert_eq!(ContentCipher::from_oid(&cipher.oid()), Some(cipher));
+        }
+    }
+
+    #[test]
+    fn key_transport_round_trips_and_bad_input_gives_a_decoy() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        for transport in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaep(DigestAlg::Sha1), KeyTransport::RsaOaep(DigestAlg::Sha256)] {
+            let cek = random_bytes(32);
+            let wrapped = rsa_encrypt(&key, transport, &cek).unwrap();
+            assert_eq!(unwrap_key_or_random(&key, transport, &wrapped, 32), cek);
+            let decoy = unwrap_key_or_random(&key, transport, &wrapped[1..], 32);
+            assert_eq!(decoy.len(), 32);
+            assert_ne!(decoy, cek);
+        }
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+        for key in [rsa, ec] {
+            for digest in DigestAlg::ALL {
+                let sig = sign(&key, digest, b"attrs").unwrap();
+                assert!(verify(&key, digest, b"attrs", &sig).unwrap());
+                assert!(!verify(&key, digest, b"attrz", &sig).unwrap());
+            }
+        }
+    }
+}
