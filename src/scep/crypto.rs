@@ -173,7 +173,9 @@ impl ContentCipher {
 
     fn openssl_cipher(self) -> Cipher {
         match self {
-            Self::DesCbc => Cipher::des_cbc(),
+            // OpenSSL 3 moved single DES to the legacy provider; EDE3 with one key three
+            // times is the same function (E_k(D_k(E_k(x))) = E_k(x)), see `expand_key`.
+            Self::DesCbc => Cipher::des_ede3_cbc(),
             Self::DesEde3Cbc => Cipher::des_ede3_cbc(),
             Self::Aes128Cbc => Cipher::aes_128_cbc(),
             Self::Aes192Cbc => Cipher::aes_192_cbc(),
@@ -183,7 +185,18 @@ impl ContentCipher {
 
     /// Key length in bytes.
     pub fn key_len(self) -> usize {
-        self.openssl_cipher().key_len()
+        match self {
+            Self::DesCbc => 8,
+            other => other.openssl_cipher().key_len(),
+        }
+    }
+
+    /// The key openssl's cipher takes: single DES runs as EDE3 with the key repeated.
+    fn expand_key(self, key: &[u8]) -> Vec<u8> {
+        match self {
+            Self::DesCbc => key.repeat(3),
+            _ => key.to_vec(),
+        }
     }
 
     /// IV (block) length in bytes.
@@ -206,7 +219,7 @@ impl ContentCipher {
             return Err(CryptoError::BadLength);
         }
         let cipher = self.openssl_cipher();
-        let mut crypter = Crypter::new(cipher, mode, key, Some(iv))?;
+        let mut crypter = Crypter::new(cipher, mode, &self.expand_key(key), Some(iv))?;
         let mut out = vec![0; input.len() + cipher.block_size()];
         let mut len = crypter.update(input, &mut out)?;
         len += crypter.finalize(&mut out[len..])?;
@@ -352,6 +365,17 @@ mod tests {
             assert_eq!(cipher.decrypt(&key, &iv, &sealed).unwrap(), b"csr bytes");
             assert_eq!(ContentCipher::from_oid(&cipher.oid()), Some(cipher));
         }
+    }
+
+    #[test]
+    fn single_des_matches_openssl_legacy_provider() {
+        // `printf scepd-des-vector | openssl enc -des-cbc -K 0011223344556677
+        //  -iv 0001020304050607 -provider legacy -provider default | xxd -p`
+        let expected = hex::decode("61d7391cb5ace1ebbb6dfff0e5f7df779ea3ae240533ff3b").unwrap();
+        let key = hex::decode("0011223344556677").unwrap();
+        let iv = hex::decode("0001020304050607").unwrap();
+        let sealed = ContentCipher::DesCbc.encrypt(&key, &iv, b"scepd-des-vector").unwrap();
+        assert_eq!(sealed, expected);
     }
 
     #[test]
