@@ -1,0 +1,148 @@
+//! In-memory fake of the [`Store`] port, with the sled store's semantics.
+
+use super::record::{
+    certificate_list, check_may_record_failure, check_may_record_issued, decide_begin,
+    duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
+    StoredTx,
+};
+use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+/// A [`Store`] in memory, for tests. One mutex guards everything (it's a fake); it keeps the
+/// same stored record types as [`super::SledStore`], so times round to seconds the same way.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    transactions: HashMap<String, StoredTx>,
+    certificates: BTreeMap<Vec<u8>, StoredCert>,
+    redeemed: HashMap<Vec<u8>, u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update below is a single insert after all checks, so a panicking holder
+        // cannot leave a half-made change: the state is usable after poisoning.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin_transaction(&self, key: &TxKey, now: SystemTime) -> Result<TxBegin, StoreError> {
+        let mut state = self.state();
+        match decide_begin(state.transactions.get(&key.transaction_id), key, now) {
+            BeginStep::Answer(answer) => Ok(answer),
+            BeginStep::Claim(record) => {
+                state
+                    .transactions
+                    .insert(key.transaction_id.clone(), record);
+                Ok(TxBegin::Fresh)
+            }
+        }
+    }
+
+    fn record_issued(&self, key: &TxKey, cert: &CertRecord) -> Result<(), StoreError> {
+        let mut state = self.state();
+        check_may_record_issued(state.transactions.get(&key.transaction_id), key)?;
+        if state.certificates.contains_key(&cert.serial) {
+            return Err(duplicate_serial(&cert.serial));
+        }
+        state
+            .certificates
+            .insert(cert.serial.clone(), StoredCert::from_record(cert));
+        let done = StoredTx::succeeded(key, &cert.serial);
+        state.transactions.insert(key.transaction_id.clone(), done);
+        Ok(())
+    }
+
+    fn record_failure(
+        &self,
+        key: &TxKey,
+        fail_info: u8,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        check_may_record_failure(state.transactions.get(&key.transaction_id), key)?;
+        let failed = StoredTx::failed(key, fail_info, text, now);
+        state
+            .transactions
+            .insert(key.transaction_id.clone(), failed);
+        Ok(())
+    }
+
+    fn redeem_once(
+        &self,
+        id: &[u8],
+        forget_after: SystemTime,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if let Some(&stored) = state.redeemed.get(id) {
+            if redemption_is_live(stored, now) {
+                return Ok(false);
+            }
+        }
+        state.redeemed.insert(id.to_vec(), to_secs(forget_after));
+        Ok(true)
+    }
+
+    fn forget_expired_redemptions(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let before = state.redeemed.len();
+        state
+            .redeemed
+            .retain(|_, &mut forget_after| redemption_is_live(forget_after, now));
+        Ok(before - state.redeemed.len())
+    }
+
+    fn certificate(&self, serial: &[u8]) -> Result<Option<CertRecord>, StoreError> {
+        self.state()
+            .certificates
+            .get(serial)
+            .map(StoredCert::to_record)
+            .transpose()
+    }
+
+    fn certificates(&self) -> Result<Vec<CertRecord>, StoreError> {
+        certificate_list(self.state().certificates.values().cloned().collect())
+    }
+
+    fn certificates_by_subject(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let state = self.state();
+        let matching = state.certificates.values().filter(|c| c.subject == subject);
+        certificate_list(matching.cloned().collect())
+    }
+
+    fn revoke(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        at: SystemTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut state = self.state();
+        let Some(cert) = state.certificates.get_mut(serial) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        if let Some(earlier) = cert.earlier_revocation()? {
+            return Ok(earlier);
+        }
+        cert.mark_revoked(reason, by, at);
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {
+        revocation_list(self.state().certificates.values())
+    }
+}

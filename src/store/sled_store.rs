@@ -1,0 +1,283 @@
+//! The embedded [`Store`]: sled, durable (flushed) before a SUCCESS reply.
+//!
+//! No mutex: every read-decide-write is a sled transaction or a compare-and-swap, which sled
+//! runs lock-free and retries on conflict.
+
+use super::record::{
+    certificate_list, check_may_record_failure, check_may_record_issued, corrupt, decide_begin,
+    duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
+    StoredTx,
+};
+use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::{Db, IVec, Transactional, Tree};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+const TRANSACTIONS: &str = "transactions";
+const CERTIFICATES: &str = "certificates";
+const BY_SUBJECT: &str = "certificates_by_subject";
+const REDEEMED: &str = "redeemed_challenges";
+
+/// A [`Store`] in a sled database directory. One process at a time: a second `open` of the
+/// same directory fails with [`StoreError::Locked`].
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    path: PathBuf,
+    db: Db,
+    // Visible to the store's tests, which plant corrupt records.
+    pub(super) transactions: Tree,
+    pub(super) certificates: Tree,
+    by_subject: Tree,
+    redeemed: Tree,
+}
+
+impl SledStore {
+    /// Open (or create) the store in directory `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            transactions: db.open_tree(TRANSACTIONS)?,
+            certificates: db.open_tree(CERTIFICATES)?,
+            by_subject: db.open_tree(BY_SUBJECT)?,
+            redeemed: db.open_tree(REDEEMED)?,
+            db,
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_certificate(&self, serial: &[u8]) -> Result<Option<StoredCert>, StoreError> {
+        self.certificates
+            .get(serial)?
+            .map(|v| StoredCert::decode(&v))
+            .transpose()
+    }
+
+    fn all_certificates(&self) -> Result<Vec<StoredCert>, StoreError> {
+        self.certificates
+            .iter()
+            .values()
+            .map(|v| StoredCert::decode(&v?))
+            .collect()
+    }
+}
+
+/// sled reports a held lock only as an I/O error with this text (sled 0.34, `config.rs`).
+fn open_error(path: &Path, error: sled::Error) -> StoreError {
+    match &error {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => StoreError::Sled(error),
+    }
+}
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(error)
+}
+
+fn from_transaction_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+fn read_tx(tree: &TransactionalTree, transaction_id: &str) -> TxResult<Option<StoredTx>> {
+    match tree.get(transaction_id.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => StoredTx::decode(&bytes).map(Some).map_err(abort),
+    }
+}
+
+/// Index key: the subject's length (u64 big-endian) keeps "ab"+serial and "a"+"b…" apart.
+fn subject_prefix(subject: &str) -> Vec<u8> {
+    let mut key = (subject.len() as u64).to_be_bytes().to_vec();
+    key.extend_from_slice(subject.as_bytes());
+    key
+}
+
+fn subject_key(subject: &str, serial: &[u8]) -> Vec<u8> {
+    let mut key = subject_prefix(subject);
+    key.extend_from_slice(serial);
+    key
+}
+
+fn decode_secs(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(REDEEMED, "forget_after is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+impl Store for SledStore {
+    fn begin_transaction(&self, key: &TxKey, now: SystemTime) -> Result<TxBegin, StoreError> {
+        let id = key.transaction_id.as_str();
+        self.transactions
+            .transaction(
+                |txs| match decide_begin(read_tx(txs, id)?.as_ref(), key, now) {
+                    BeginStep::Answer(answer) => Ok(answer),
+                    BeginStep::Claim(record) => {
+                        txs.insert(id.as_bytes(), record.encode().map_err(abort)?)?;
+                        Ok(TxBegin::Fresh)
+                    }
+                },
+            )
+            .map_err(from_transaction_error)
+    }
+
+    fn record_issued(&self, key: &TxKey, cert: &CertRecord) -> Result<(), StoreError> {
+        let id = key.transaction_id.as_str();
+        let cert_value = StoredCert::from_record(cert).encode()?;
+        let done_value = StoredTx::succeeded(key, &cert.serial).encode()?;
+        let index_key = subject_key(&cert.subject, &cert.serial);
+        let trees = (&self.transactions, &self.certificates, &self.by_subject);
+        trees
+            .transaction(|(txs, certs, subjects)| {
+                check_may_record_issued(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
+                if certs.get(&cert.serial)?.is_some() {
+                    return Err(abort(duplicate_serial(&cert.serial)));
+                }
+                certs.insert(cert.serial.as_slice(), cert_value.as_slice())?;
+                subjects.insert(index_key.as_slice(), IVec::default())?;
+                txs.insert(id.as_bytes(), done_value.as_slice())?;
+                Ok(())
+            })
+            .map_err(from_transaction_error)?;
+        // Durable before the caller answers SUCCESS. This also makes durable any redemption
+        // made for this request, which shares the log.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn record_failure(
+        &self,
+        key: &TxKey,
+        fail_info: u8,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let id = key.transaction_id.as_str();
+        let failed_value = StoredTx::failed(key, fail_info, text, now).encode()?;
+        self.transactions
+            .transaction(|txs| {
+                check_may_record_failure(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
+                txs.insert(id.as_bytes(), failed_value.as_slice())?;
+                Ok(())
+            })
+            .map_err(from_transaction_error)
+    }
+
+    fn redeem_once(
+        &self,
+        id: &[u8],
+        forget_after: SystemTime,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let value = to_secs(forget_after).to_be_bytes();
+        loop {
+            let current = self.redeemed.get(id)?;
+            if let Some(stored) = &current {
+                if redemption_is_live(decode_secs(stored)?, now) {
+                    return Ok(false);
+                }
+            }
+            // Exactly one of racing callers swaps from what it saw; the others look again
+            // and find the live redemption.
+            if self
+                .redeemed
+                .compare_and_swap(id, current, Some(&value[..]))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn forget_expired_redemptions(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for entry in self.redeemed.iter() {
+            let (id, stored) = entry?;
+            if redemption_is_live(decode_secs(&stored)?, now) {
+                continue;
+            }
+            // Only remove what we looked at: a concurrent fresh redemption must survive.
+            let swapped = self
+                .redeemed
+                .compare_and_swap(&id, Some(&stored), None::<IVec>)?;
+            forgotten += usize::from(swapped.is_ok());
+        }
+        Ok(forgotten)
+    }
+
+    fn certificate(&self, serial: &[u8]) -> Result<Option<CertRecord>, StoreError> {
+        self.read_certificate(serial)?
+            .as_ref()
+            .map(StoredCert::to_record)
+            .transpose()
+    }
+
+    fn certificates(&self) -> Result<Vec<CertRecord>, StoreError> {
+        certificate_list(self.all_certificates()?)
+    }
+
+    fn certificates_by_subject(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = subject_prefix(subject);
+        let mut found = Vec::new();
+        for index_key in self.by_subject.scan_prefix(&prefix).keys() {
+            let index_key = index_key?;
+            let serial = index_key.get(prefix.len()..).unwrap_or_default();
+            let cert = self.read_certificate(serial)?;
+            found.push(cert.ok_or_else(|| corrupt(BY_SUBJECT, "index entry without certificate"))?);
+        }
+        certificate_list(found)
+    }
+
+    fn revoke(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        at: SystemTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let outcome = self
+            .certificates
+            .transaction(|certs| {
+                let Some(bytes) = certs.get(serial)? else {
+                    return Ok(RevokeOutcome::NotFound);
+                };
+                let mut cert = StoredCert::decode(&bytes).map_err(abort)?;
+                if let Some(earlier) = cert.earlier_revocation().map_err(abort)? {
+                    return Ok(earlier);
+                }
+                cert.mark_revoked(reason, by, at);
+                certs.insert(serial, cert.encode().map_err(abort)?)?;
+                Ok(RevokeOutcome::Revoked)
+            })
+            .map_err(from_transaction_error)?;
+        if outcome == RevokeOutcome::Revoked {
+            // Who revoked what must survive a crash: the admin was told it is done.
+            self.db.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {
+        revocation_list(&self.all_certificates()?)
+    }
+}
