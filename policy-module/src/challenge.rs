@@ -91,12 +91,15 @@ fn latin1(bytes: &[u8]) -> String {
 
 /// BMPString: UCS-2, big-endian, two bytes per character, no surrogates.
 fn ucs2_big_endian(bytes: &[u8]) -> Option<String> {
-    if bytes.len() % 2 != 0 {
+    let units = bytes.chunks_exact(2);
+    if !units.remainder().is_empty() {
         return None;
     }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| char::from_u32(u32::from(u16::from_be_bytes([pair[0], pair[1]]))))
+    units
+        .map(|unit| {
+            let unit: [u8; 2] = unit.try_into().ok()?;
+            char::from_u32(u32::from(u16::from_be_bytes(unit)))
+        })
         .collect()
 }
 
