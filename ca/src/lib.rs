@@ -1,0 +1,116 @@
+//! CA backends for scepd: the [`CaBackend`] port, the software CA, issuance profiles,
+//! serial numbers and CRLs.
+//!
+//! This crate knows nothing of SCEP or HTTP. The RA (package `scepd`) hands it a PKCS#10
+//! request that policy has already approved; the CA re-checks the request against the
+//! [`Profile`] (defence in depth) and issues an X.509 certificate (RFC 5280).
+//!
+//! Structure is built with the `x509-cert`/`der` types; every key operation (key generation,
+//! signing, signature verification, randomness) goes through `openssl`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod certgen;
+mod csr;
+mod dn;
+mod error;
+mod extensions;
+pub mod profile;
+mod revocation;
+mod signing;
+pub mod software;
+mod time;
+
+use std::time::SystemTime;
+
+pub use certgen::{
+    generate_key, issue_ra_certificate, issue_tls_server_certificate, self_signed_ca, KeySpec,
+    RaPurpose,
+};
+pub use dn::{format_dn, parse_dn};
+pub use error::CaError;
+pub use profile::{KeyType, Profile, RawProfile, SanType};
+pub use revocation::{RevocationReason, RevokedEntry};
+pub use software::SoftwareCa;
+
+/// One issuance request: the CSR (PKCS#10, RFC 2986, DER) that policy approved, the profile
+/// to issue under, and the time to treat as "now" (the CA reads no clock of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct IssueRequest<'a> {
+    /// The PKCS#10 `CertificationRequest`, DER-encoded.
+    pub csr_der: &'a [u8],
+    /// The validated issuance profile (the `[issuance]` table of a template).
+    pub profile: &'a Profile,
+    /// The issuance time; notBefore is this minus the profile's `backdate_seconds`.
+    pub now: SystemTime,
+}
+
+/// An issued certificate and the facts the RA records and logs about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The certificate, DER-encoded (RFC 5280 §4.1).
+    pub der: Vec<u8>,
+    /// The serial number: the content octets of the DER INTEGER (positive, minimal).
+    /// Print it with [`serial_hex`].
+    pub serial: Vec<u8>,
+    /// notBefore, as encoded (whole seconds).
+    pub not_before: SystemTime,
+    /// notAfter, as encoded (whole seconds).
+    pub not_after: SystemTime,
+    /// The subject as an RFC 4514 string (most significant RDN last), see [`format_dn`].
+    pub subject: String,
+    /// The subject alternative names, each as `type:value`: `dns:host.example`,
+    /// `email:a@example.com`, `upn:user@example.com`, `uri:tag:microsoft.com,...`,
+    /// `ip:192.0.2.1`.
+    pub sans: Vec<String>,
+}
+
+/// The CA port (design section 5). Held by the RA as `Arc<dyn CaBackend>`.
+///
+/// `issue` is synchronous and CPU-bound: the RA runs it on a blocking pool.
+pub trait CaBackend: Send + Sync {
+    /// Re-checks the CSR against the profile and issues a certificate.
+    fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, CaError>;
+
+    /// Tells the CA that a certificate was revoked. The software CA keeps no state of its
+    /// own (revocations live in the RA's store and reach the CRL through [`CaBackend::crl`]),
+    /// so the default does nothing; a backend fronting an external CA forwards the call.
+    fn revoke(
+        &self,
+        _serial: &[u8],
+        _reason: RevocationReason,
+        _at: SystemTime,
+    ) -> Result<(), CaError> {
+        Ok(())
+    }
+
+    /// The CA chain, DER-encoded: the issuing CA certificate first, then its issuers.
+    fn chain(&self) -> &[Vec<u8>];
+
+    /// Signs a v2 CRL (RFC 5280 §5) listing `revoked`, with a cRLNumber (§5.2.3) and an
+    /// authorityKeyIdentifier (§5.2.1).
+    fn crl(
+        &self,
+        revoked: &[RevokedEntry],
+        this_update: SystemTime,
+        next_update: SystemTime,
+        crl_number: u64,
+    ) -> Result<Vec<u8>, CaError>;
+}
+
+/// Formats a serial number as uppercase hex without separators (`"01A2FF..."`): the one
+/// format used wherever a serial is printed, logged or stored as text.
+pub fn serial_hex(serial: &[u8]) -> String {
+    hex::encode_upper(serial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_hex_is_uppercase_without_separators() {
+        assert_eq!(serial_hex(&[0x01, 0xab, 0x00, 0xff]), "01AB00FF");
+        assert_eq!(serial_hex(&[]), "");
+    }
+}

@@ -1,0 +1,387 @@
+//! The software CA: a CA certificate and its private key held in memory.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use der::asn1::{BitString, Uint};
+use der::{Decode, Encode};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::certificate::{TbsCertificate, Version};
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::ext::pkix::crl::CrlNumber;
+use x509_cert::ext::pkix::{BasicConstraints, SubjectKeyIdentifier};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::Validity;
+use x509_cert::Certificate;
+
+use crate::csr::{check_csr, CheckedCsr, RequestedValidity, ValidityUnit};
+use crate::extensions::{self, oid};
+use crate::signing::SigningScheme;
+use crate::time::{add_days, whole_seconds, x509_time};
+use crate::{format_dn, CaBackend, CaError, IssueRequest, Issued, Profile, RevokedEntry};
+
+/// Random octets in a serial number (RFC 5280 §4.1.2.2 allows up to 20 octets; CA/B Forum
+/// asks for at least 64 random bits; we use 128 and then some).
+const SERIAL_RANDOM_OCTETS: usize = 16;
+
+/// A CA whose key is in memory (parsed once; `PKey` is `Send + Sync`), so `issue` needs no
+/// lock.
+pub struct SoftwareCa {
+    /// The CA certificate first, then its issuers (DER).
+    chain: Vec<Vec<u8>>,
+    /// The CA's subject, which is the issuer of everything it signs.
+    subject: Name,
+    key: PKey<Private>,
+    scheme: SigningScheme,
+    /// The keyIdentifier put in authorityKeyIdentifier.
+    key_id: Vec<u8>,
+    not_after: SystemTime,
+}
+
+impl std::fmt::Debug for SoftwareCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftwareCa")
+            .field("subject", &format_dn(&self.subject))
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields of a certificate to sign; the CA adds serial, issuer, AKI and signature.
+pub(crate) struct CertificateFields {
+    pub subject: Name,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub extensions: Vec<Extension>,
+}
+
+/// A signed certificate and the values actually encoded in it.
+pub(crate) struct SignedCertificate {
+    pub der: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, CaError> {
+    std::fs::read(path).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a PEM private key, encrypted or not. Without a passphrase, an encrypted key is an
+/// error: openssl's default would prompt on the terminal, which a daemon must never do.
+fn read_private_key(pem: &[u8], passphrase: Option<&[u8]>) -> Result<PKey<Private>, CaError> {
+    let key = match passphrase {
+        Some(passphrase) => PKey::private_key_from_pem_passphrase(pem, passphrase),
+        None => PKey::private_key_from_pem_callback(pem, |_buffer| Ok(0)),
+    };
+    key.map_err(|e| CaError::CaConfig(format!("cannot read the CA key (wrong passphrase?): {e}")))
+}
+
+impl SoftwareCa {
+    /// Loads the CA certificate (PEM), its private key (PEM, PKCS#8 or traditional,
+    /// optionally encrypted with `passphrase`) and optionally the issuers above it (PEM, any
+    /// number of certificates, nearest issuer first).
+    pub fn load(
+        cert_pem_path: &Path,
+        key_pem_path: &Path,
+        passphrase: Option<&[u8]>,
+        chain_pem_path: Option<&Path>,
+    ) -> Result<Self, CaError> {
+        let cert = X509::from_pem(&read_file(cert_pem_path)?)
+            .map_err(|e| CaError::CaConfig(format!("{}: {e}", cert_pem_path.display())))?;
+        let key = read_private_key(&read_file(key_pem_path)?, passphrase)?;
+        let chain = match chain_pem_path {
+            Some(path) => X509::stack_from_pem(&read_file(path)?)
+                .map_err(|e| CaError::CaConfig(format!("{}: {e}", path.display())))?
+                .iter()
+                .map(|c| c.to_der())
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        Self::from_parts(cert.to_der()?, key, chain)
+    }
+
+    /// Builds the CA from its certificate (DER), its private key and its issuers (DER,
+    /// nearest first, the CA certificate itself not included). Checks that the key matches
+    /// the certificate and that the certificate is a CA certificate (RFC 5280 §4.2.1.9).
+    pub fn from_parts(
+        cert_der: Vec<u8>,
+        key: PKey<Private>,
+        issuers: Vec<Vec<u8>>,
+    ) -> Result<Self, CaError> {
+        let certificate = Certificate::from_der(&cert_der)
+            .map_err(|e| CaError::CaConfig(format!("CA certificate: {e}")))?;
+        // Issued certificates carry the CA subject through the decoded Name; a certificate
+        // that does not re-encode to itself would give them a different issuer.
+        if certificate.to_der()? != cert_der {
+            return Err(CaError::CaConfig("CA certificate is not DER-encoded".into()));
+        }
+        if !X509::from_der(&cert_der)?.public_key()?.public_eq(&key) {
+            return Err(CaError::CaConfig("the key does not match the CA certificate".into()));
+        }
+        let tbs = &certificate.tbs_certificate;
+        require_ca_certificate(tbs)?;
+        let key_id = match tbs.get::<SubjectKeyIdentifier>() {
+            Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
+            _ => extensions::key_identifier(&tbs.subject_public_key_info),
+        };
+        let mut chain = vec![cert_der];
+        chain.extend(issuers);
+        Ok(Self {
+            scheme: SigningScheme::for_key(&key)?,
+            subject: tbs.subject.clone(),
+            not_after: tbs.validity.not_after.to_system_time(),
+            key,
+            key_id,
+            chain,
+        })
+    }
+
+    /// The CA certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        self.chain.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// The CA's private key (the RA signs nothing with it; `init` writes it out).
+    pub fn private_key(&self) -> &PKey<Private> {
+        &self.key
+    }
+
+    /// Signs a certificate: a fresh random serial, this CA as issuer, notAfter clamped to the
+    /// CA's own notAfter (RFC 5280 §6.1.3 would reject anything longer), and an
+    /// authorityKeyIdentifier appended.
+    pub(crate) fn sign_certificate(
+        &self,
+        mut fields: CertificateFields,
+    ) -> Result<SignedCertificate, CaError> {
+        fields.not_after = fields.not_after.min(self.not_after);
+        if fields.not_after <= fields.not_before {
+            return Err(CaError::CaConfig("the CA certificate has expired".into()));
+        }
+        fields
+            .extensions
+            .push(extensions::authority_key_identifier(&self.key_id)?);
+        assemble_certificate(fields, self.subject.clone(), &self.key, self.scheme)
+    }
+
+    /// notBefore/notAfter for a request: now minus the backdate, and now plus the profile's
+    /// validity or the requested one, never beyond `max_validity_days`.
+    fn validity(
+        &self,
+        now: SystemTime,
+        profile: &Profile,
+        requested: Option<RequestedValidity>,
+    ) -> Result<(SystemTime, SystemTime), CaError> {
+        let not_before = now
+            .checked_sub(Duration::from_secs(u64::from(profile.backdate_seconds())))
+            .ok_or_else(|| CaError::TimeOutOfRange("notBefore".into()))?;
+        let longest = add_days(now, profile.max_validity_days())?;
+        let not_after = match requested {
+            Some(requested) => requested_not_after(now, requested)?.min(longest),
+            None => add_days(now, profile.validity_days())?,
+        };
+        Ok((not_before, not_after))
+    }
+
+    fn end_entity_extensions(
+        &self,
+        profile: &Profile,
+        csr: &CheckedCsr,
+        public_key: &SubjectPublicKeyInfoOwned,
+        subject_is_empty: bool,
+    ) -> Result<Vec<Extension>, CaError> {
+        let mut list = vec![
+            extensions::basic_constraints(false)?,
+            extensions::key_usage(profile.key_usage())?,
+        ];
+        list.extend(extensions::extended_key_usage(profile.extended_key_usage())?);
+        if let Some(san) = &csr.san {
+            // The names are copied as the client encoded them; critical when the subject
+            // is empty (RFC 5280 §4.2.1.6).
+            list.push(Extension {
+                extn_id: oid::ID_CE_SUBJECT_ALT_NAME,
+                critical: subject_is_empty,
+                extn_value: san.extn_value.clone(),
+            });
+        }
+        list.push(extensions::subject_key_identifier(public_key)?);
+        list.extend(extensions::crl_distribution_points(profile.crl_distribution_points())?);
+        list.extend(extensions::authority_info_access(
+            profile.ocsp_urls(),
+            profile.ca_issuers_urls(),
+        )?);
+        list.extend(csr.sid_extension.clone());
+        Ok(list)
+    }
+}
+
+fn require_ca_certificate(tbs: &TbsCertificate) -> Result<(), CaError> {
+    match tbs.get::<BasicConstraints>() {
+        Ok(Some((_, constraints))) if constraints.ca => Ok(()),
+        _ => Err(CaError::CaConfig(
+            "not a CA certificate (basicConstraints cA is not true)".into(),
+        )),
+    }
+}
+
+/// `now` plus the requested period. Months and years are calendar months and years (as
+/// AD CS counts them); the count is capped first so that nothing overflows, and the caller
+/// clamps the result to the profile's maximum anyway.
+fn requested_not_after(
+    now: SystemTime,
+    requested: RequestedValidity,
+) -> Result<SystemTime, CaError> {
+    let count = requested.count.min(100_000);
+    match requested.unit {
+        ValidityUnit::Hours => Ok(now + Duration::from_secs(u64::from(count) * 3600)),
+        ValidityUnit::Days => add_days(now, count),
+        ValidityUnit::Weeks => add_days(now, count * 7),
+        ValidityUnit::Months => crate::time::add_months(now, count),
+        ValidityUnit::Years => crate::time::add_months(now, count * 12),
+    }
+}
+
+/// A positive serial number of 17 octets: one octet in 0x01..=0x7f (top bit clear so the
+/// INTEGER is positive, non-zero so it is minimal and keeps its length), then 16 random
+/// octets. All 17 come from openssl's CSPRNG, so at least 128 bits are random.
+pub(crate) fn random_serial() -> Result<Vec<u8>, CaError> {
+    let mut serial = vec![0u8; SERIAL_RANDOM_OCTETS + 1];
+    openssl::rand::rand_bytes(&mut serial)?;
+    if let Some(first) = serial.first_mut() {
+        *first &= 0x7f;
+        if *first == 0 {
+            *first = 0x01;
+        }
+    }
+    Ok(serial)
+}
+
+/// Builds the TBSCertificate (RFC 5280 §4.1), signs its DER encoding and assembles the
+/// certificate.
+pub(crate) fn assemble_certificate(
+    fields: CertificateFields,
+    issuer: Name,
+    key: &PKey<Private>,
+    scheme: SigningScheme,
+) -> Result<SignedCertificate, CaError> {
+    let serial = random_serial()?;
+    let not_before = whole_seconds(fields.not_before)?;
+    let not_after = whole_seconds(fields.not_after)?;
+    let tbs_certificate = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&serial)?,
+        signature: scheme.algorithm_identifier(),
+        issuer,
+        validity: Validity {
+            not_before: x509_time(not_before)?,
+            not_after: x509_time(not_after)?,
+        },
+        subject: fields.subject,
+        subject_public_key_info: fields.public_key,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(fields.extensions),
+    };
+    let signature = scheme.sign(key, &tbs_certificate.to_der()?)?;
+    let certificate = Certificate {
+        tbs_certificate,
+        signature_algorithm: scheme.algorithm_identifier(),
+        signature: BitString::from_bytes(&signature)?,
+    };
+    Ok(SignedCertificate {
+        der: certificate.to_der()?,
+        serial,
+        not_before,
+        not_after,
+    })
+}
+
+fn revoked_certificate(entry: &RevokedEntry) -> Result<RevokedCert, CaError> {
+    let reason = entry.reason.to_crl_reason();
+    let extensions = match entry.reason {
+        crate::RevocationReason::Unspecified => None,
+        _ => Some(vec![extensions::extension(oid::ID_CE_CRL_REASONS, false, &reason)?]),
+    };
+    Ok(RevokedCert {
+        serial_number: SerialNumber::new(&entry.serial)?,
+        revocation_date: x509_time(entry.at)?,
+        crl_entry_extensions: extensions,
+    })
+}
+
+impl CaBackend for SoftwareCa {
+    fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, CaError> {
+        let profile = request.profile;
+        let csr = check_csr(request.csr_der, profile)?;
+        let subject = if profile.subject_from_csr() {
+            csr.subject.clone()
+        } else {
+            Name::default()
+        };
+        let (not_before, not_after) =
+            self.validity(request.now, profile, csr.requested_validity)?;
+        let extensions =
+            self.end_entity_extensions(profile, &csr, &csr.public_key, subject.is_empty())?;
+        let signed = self.sign_certificate(CertificateFields {
+            subject: subject.clone(),
+            public_key: csr.public_key.clone(),
+            not_before,
+            not_after,
+            extensions,
+        })?;
+        Ok(Issued {
+            der: signed.der,
+            serial: signed.serial,
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            subject: format_dn(&subject),
+            sans: csr.san.map(|san| san.names).unwrap_or_default(),
+        })
+    }
+
+    fn chain(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+
+    fn crl(
+        &self,
+        revoked: &[RevokedEntry],
+        this_update: SystemTime,
+        next_update: SystemTime,
+        crl_number: u64,
+    ) -> Result<Vec<u8>, CaError> {
+        let entries = revoked
+            .iter()
+            .map(revoked_certificate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let crl_number = CrlNumber(Uint::new(&crl_number.to_be_bytes())?);
+        let tbs_cert_list = TbsCertList {
+            version: Version::V2,
+            signature: self.scheme.algorithm_identifier(),
+            issuer: self.subject.clone(),
+            this_update: x509_time(this_update)?,
+            next_update: Some(x509_time(next_update)?),
+            // RFC 5280 §5.1.2.6: absent, not empty, when nothing is revoked.
+            revoked_certificates: (!entries.is_empty()).then_some(entries),
+            crl_extensions: Some(vec![
+                extensions::authority_key_identifier(&self.key_id)?,
+                extensions::extension(oid::ID_CE_CRL_NUMBER, false, &crl_number)?,
+            ]),
+        };
+        let signature = self.scheme.sign(&self.key, &tbs_cert_list.to_der()?)?;
+        let crl = CertificateList {
+            tbs_cert_list,
+            signature_algorithm: self.scheme.algorithm_identifier(),
+            signature: BitString::from_bytes(&signature)?,
+        };
+        Ok(crl.to_der()?)
+    }
+}
