@@ -1,6 +1,7 @@
 //! Sans-IO SCEP codec (RFC 8894): takes bytes, keys, time and randomness; returns values.
 //! Knows nothing of tokio, hyper, files or the clock.
 
+pub mod ber;
 pub mod crypto;
 pub mod oids;
 
