@@ -20,6 +20,8 @@ mod revocation;
 mod signing;
 pub mod software;
 mod time;
+#[cfg(test)]
+mod testutil;
 
 use std::time::SystemTime;
 

@@ -385,3 +385,373 @@ impl CaBackend for SoftwareCa {
         Ok(crl.to_der()?)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use openssl::hash::MessageDigest;
+    use openssl::x509::{X509Crl, X509};
+    use x509_cert::request::CertReq;
+
+    use super::*;
+    use crate::profile::profile_from_toml;
+    use crate::testutil::*;
+    use crate::{generate_key, self_signed_ca, KeySpec, RevocationReason};
+
+    fn days(issued: &Issued) -> u64 {
+        issued
+            .not_after
+            .duration_since(issued.not_before)
+            .unwrap()
+            .as_secs()
+            / 86_400
+    }
+
+    #[test]
+    fn rsa_ca_issues_a_verifiable_certificate() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::Rsa2048).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.dns = &["host.example.com"];
+        spec.uris = &[SID_URI];
+        let issued = issue(&ca, &spec.build(), &default_profile()).unwrap();
+        assert_chains_to(&ca, &issued.der);
+
+        assert_eq!(issued.serial.len(), 17);
+        assert!(issued.serial.first().is_some_and(|b| (1..=0x7f).contains(b)));
+        assert_eq!(issued.subject, "CN=device-1,O=Example");
+        assert_eq!(issued.sans, vec!["dns:host.example.com".to_owned(), format!("uri:{SID_URI}")]);
+
+        let cert = X509::from_der(&issued.der).unwrap();
+        assert_eq!(cert.serial_number().to_bn().unwrap().to_vec(), issued.serial);
+        let (algorithm, _) = (cert.signature_algorithm().object().nid(), ());
+        assert_eq!(algorithm, openssl::nid::Nid::SHA256WITHRSAENCRYPTION);
+        for id in [
+            oid::ID_CE_BASIC_CONSTRAINTS,
+            oid::ID_CE_KEY_USAGE,
+            oid::ID_CE_EXT_KEY_USAGE,
+            oid::ID_CE_SUBJECT_KEY_IDENTIFIER,
+            oid::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+            oid::ID_CE_SUBJECT_ALT_NAME,
+        ] {
+            assert!(extension(&issued.der, id).is_some(), "missing {id}");
+        }
+        assert!(extension(&issued.der, oid::ID_CE_KEY_USAGE).unwrap().critical);
+        assert!(extension(&issued.der, oid::ID_CE_BASIC_CONSTRAINTS).unwrap().critical);
+        assert!(!extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME).unwrap().critical);
+        assert_eq!(days(&issued), 365);
+        // AKI of the leaf is the SKI of the CA.
+        let ca_cert = X509::from_der(ca.certificate_der()).unwrap();
+        assert_eq!(
+            cert.authority_key_id().unwrap().as_slice(),
+            ca_cert.subject_key_id().unwrap().as_slice()
+        );
+    }
+
+    #[test]
+    fn subject_and_san_are_copied_byte_for_byte() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.uris = &[SID_URI];
+        spec.emails = &["user@example.com"];
+        spec.ips = &["2001:db8::1"];
+        let csr = spec.build();
+        let issued = issue(&ca, &csr, &default_profile()).unwrap();
+        assert_chains_to(&ca, &issued.der);
+
+        let request = CertReq::from_der(&csr).unwrap();
+        let certificate = Certificate::from_der(&issued.der).unwrap();
+        assert_eq!(
+            certificate.tbs_certificate.subject.to_der().unwrap(),
+            request.info.subject.to_der().unwrap()
+        );
+        let san = extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME).unwrap();
+        let needle = SID_URI.as_bytes();
+        assert!(octets(&san).windows(needle.len()).any(|w| w == needle));
+        assert_eq!(issued.sans[0], format!("uri:{SID_URI}"));
+        assert_eq!(issued.sans[2], "ip:2001:db8::1");
+        let cert = X509::from_der(&issued.der).unwrap();
+        assert_eq!(cert.signature_algorithm().object().nid(), openssl::nid::Nid::ECDSA_WITH_SHA256);
+        let uri = cert.subject_alt_names().unwrap();
+        assert_eq!(uri.iter().find_map(|n| n.uri()), Some(SID_URI));
+    }
+
+    #[test]
+    fn p384_ca_signs_with_sha384() {
+        let ca = ca(KeySpec::P384);
+        let key = generate_key(KeySpec::P384).unwrap();
+        let issued = issue(&ca, &CsrSpec::new(&key).build(), &default_profile()).unwrap();
+        assert_chains_to(&ca, &issued.der);
+        let cert = X509::from_der(&issued.der).unwrap();
+        assert_eq!(cert.signature_algorithm().object().nid(), openssl::nid::Nid::ECDSA_WITH_SHA384);
+    }
+
+    #[test]
+    fn sid_extension_dropped_by_default_kept_when_allowed() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.sid_extension = true;
+        let csr = spec.build();
+        let issued = issue(&ca, &csr, &default_profile()).unwrap();
+        assert!(extension(&issued.der, oid::MS_SID_EXTENSION).is_none());
+
+        let allowing = profile_from_toml("allow_sid_extension = true");
+        let issued = issue(&ca, &csr, &allowing).unwrap();
+        let sid = extension(&issued.der, oid::MS_SID_EXTENSION).unwrap();
+        assert_eq!(octets(&sid), sid_extension_value().as_slice());
+        assert_chains_to(&ca, &issued.der);
+    }
+
+    #[test]
+    fn rsa_1024_refused_by_default_allowed_when_configured() {
+        let ca = ca(KeySpec::P256);
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
+        let csr = CsrSpec::new(&key).build();
+        let error = issue(&ca, &csr, &default_profile()).unwrap_err();
+        assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
+        let issued = issue(&ca, &csr, &profile_from_toml("min_rsa_bits = 1024")).unwrap();
+        assert_chains_to(&ca, &issued.der);
+    }
+
+    #[test]
+    fn key_type_not_in_profile_is_refused() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::P384).unwrap();
+        let profile = profile_from_toml(r#"key_types = ["rsa", "p256"]"#);
+        let error = issue(&ca, &CsrSpec::new(&key).build(), &profile).unwrap_err();
+        assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
+    }
+
+    #[test]
+    fn sha1_csr_signature_is_accepted() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::Rsa2048).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.digest = MessageDigest::sha1();
+        assert!(issue(&ca, &spec.build(), &default_profile()).is_ok());
+    }
+
+    #[test]
+    fn bad_csr_signature_is_refused() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::Rsa2048).unwrap();
+        let mut request = CertReq::from_der(&CsrSpec::new(&key).build()).unwrap();
+        let mut signature = request.signature.raw_bytes().to_vec();
+        if let Some(byte) = signature.last_mut() {
+            *byte ^= 0x01;
+        }
+        request.signature = BitString::from_bytes(&signature).unwrap();
+        let error = issue(&ca, &request.to_der().unwrap(), &default_profile()).unwrap_err();
+        assert!(matches!(error, CaError::BadCsrSignature), "{error}");
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let ca = ca(KeySpec::P256);
+        for input in [&b""[..], b"\x30\x00", b"\x30\x03\x02\x01\x00", &[0xff; 64]] {
+            let error = issue(&ca, input, &default_profile()).unwrap_err();
+            assert!(matches!(error, CaError::MalformedCsr(_)), "{error}");
+        }
+    }
+
+    #[test]
+    fn disallowed_san_type_is_refused() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.dns = &["host.example.com"];
+        spec.emails = &["user@example.com"];
+        let profile = profile_from_toml(r#"allowed_san_types = ["dns", "uri"]"#);
+        let error = issue(&ca, &spec.build(), &profile).unwrap_err();
+        match error {
+            CaError::ProfileViolation { reason, .. } => assert!(reason.contains("email"), "{reason}"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn empty_subject_refused_when_required() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let mut builder = openssl::x509::X509ReqBuilder::new().unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        let csr = builder.build().to_der().unwrap();
+        let error = issue(&ca, &csr, &default_profile()).unwrap_err();
+        assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
+    }
+
+    #[test]
+    fn empty_subject_profile_marks_san_critical() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let mut spec = CsrSpec::new(&key);
+        spec.dns = &["host.example.com"];
+        let profile = profile_from_toml("subject_from_csr = false");
+        let issued = issue(&ca, &spec.build(), &profile).unwrap();
+        assert_eq!(issued.subject, "");
+        assert!(extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME).unwrap().critical);
+        assert_chains_to(&ca, &issued.der);
+        // Without a SAN there would be no identity at all.
+        let error = issue(&ca, &CsrSpec::new(&key).build(), &profile).unwrap_err();
+        assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
+    }
+
+    #[test]
+    fn requested_validity_is_honoured_and_clamped() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let csr = CsrSpec::new(&key).build();
+        let two_weeks = with_name_value_pairs(
+            &csr,
+            &key,
+            &[("ValidityPeriod", "Weeks"), ("ValidityPeriodUnits", "2")],
+        );
+        let ten_years = with_name_value_pairs(
+            &csr,
+            &key,
+            &[("ValidityPeriod", "years"), ("ValidityPeriodUnits", "10")],
+        );
+        let profile = profile_from_toml(
+            "validity_days = 30\nmax_validity_days = 90\nallow_requested_validity = true",
+        );
+        let issued = issue(&ca, &two_weeks, &profile).unwrap();
+        assert_eq!(days(&issued), 14);
+        assert_chains_to(&ca, &issued.der);
+        assert_eq!(days(&issue(&ca, &ten_years, &profile).unwrap()), 90);
+        assert_eq!(days(&issue(&ca, &csr, &profile).unwrap()), 30);
+        // Ignored unless the profile allows it.
+        let ignoring = profile_from_toml("validity_days = 30\nmax_validity_days = 90");
+        assert_eq!(days(&issue(&ca, &two_weeks, &ignoring).unwrap()), 30);
+    }
+
+    #[test]
+    fn validity_never_exceeds_the_ca() {
+        let key = generate_key(KeySpec::P256).unwrap();
+        let cert = self_signed_ca(&key, "CN=Short CA", 10).unwrap();
+        let ca = SoftwareCa::from_parts(cert, key, Vec::new()).unwrap();
+        let leaf_key = generate_key(KeySpec::P256).unwrap();
+        let issued = issue(&ca, &CsrSpec::new(&leaf_key).build(), &default_profile()).unwrap();
+        assert!(issued.not_after <= ca.not_after);
+        assert_eq!(days(&issued), 10);
+    }
+
+    #[test]
+    fn profile_extensions_are_added() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let profile = profile_from_toml(
+            r#"
+            crl_distribution_points = ["http://pki.example.com/ca.crl"]
+            ocsp_urls = ["http://ocsp.example.com"]
+            ca_issuers_urls = ["http://pki.example.com/ca.crt"]
+            extended_key_usage = []
+            "#,
+        );
+        let issued = issue(&ca, &CsrSpec::new(&key).build(), &profile).unwrap();
+        assert!(extension(&issued.der, oid::ID_CE_CRL_DISTRIBUTION_POINTS).is_some());
+        assert!(extension(&issued.der, oid::ID_PE_AUTHORITY_INFO_ACCESS).is_some());
+        assert!(extension(&issued.der, oid::ID_CE_EXT_KEY_USAGE).is_none());
+        let cert = X509::from_der(&issued.der).unwrap();
+        let points = cert.crl_distribution_points().unwrap();
+        let url = points
+            .iter()
+            .find_map(|p| p.distpoint()?.fullname()?.iter().find_map(|n| n.uri().map(str::to_owned)));
+        assert_eq!(url.as_deref(), Some("http://pki.example.com/ca.crl"));
+        assert_eq!(
+            cert.ocsp_responders().unwrap().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            vec!["http://ocsp.example.com".to_owned()]
+        );
+    }
+
+    #[test]
+    fn crl_lists_revoked_serials_and_verifies() {
+        for spec in [KeySpec::Rsa2048, KeySpec::P256] {
+            let ca = ca(spec);
+            let key = generate_key(KeySpec::P256).unwrap();
+            let issued = issue(&ca, &CsrSpec::new(&key).build(), &default_profile()).unwrap();
+            let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let revoked = [
+                RevokedEntry {
+                    serial: issued.serial.clone(),
+                    at,
+                    reason: RevocationReason::KeyCompromise,
+                },
+                RevokedEntry {
+                    serial: vec![0x01, 0x02],
+                    at,
+                    reason: RevocationReason::Unspecified,
+                },
+            ];
+            let now = SystemTime::now();
+            let der = ca
+                .crl(&revoked, now, now + Duration::from_secs(86_400), 42)
+                .unwrap();
+            let crl = X509Crl::from_der(&der).unwrap();
+            let ca_cert = X509::from_der(ca.certificate_der()).unwrap();
+            assert!(crl.verify(&ca_cert.public_key().unwrap()).unwrap());
+            let listed = crl.get_revoked().unwrap();
+            assert_eq!(listed.len(), 2);
+            let serials: Vec<Vec<u8>> = listed
+                .iter()
+                .map(|r| r.serial_number().to_bn().unwrap().to_vec())
+                .collect();
+            assert!(serials.contains(&issued.serial));
+            let parsed = CertificateList::from_der(&der).unwrap();
+            let extension_ids: Vec<_> = parsed
+                .tbs_cert_list
+                .crl_extensions
+                .unwrap()
+                .iter()
+                .map(|e| e.extn_id)
+                .collect();
+            assert!(extension_ids.contains(&oid::ID_CE_CRL_NUMBER));
+            assert!(extension_ids.contains(&oid::ID_CE_AUTHORITY_KEY_IDENTIFIER));
+            let entries = parsed.tbs_cert_list.revoked_certificates.unwrap();
+            let first = entries.first().unwrap();
+            assert_eq!(first.crl_entry_extensions.as_ref().unwrap()[0].extn_id, oid::ID_CE_CRL_REASONS);
+        }
+    }
+
+    #[test]
+    fn empty_crl_has_no_revoked_list() {
+        let ca = ca(KeySpec::P256);
+        let now = SystemTime::now();
+        let der = ca.crl(&[], now, now + Duration::from_secs(3600), 1).unwrap();
+        let crl = X509Crl::from_der(&der).unwrap();
+        assert!(crl.get_revoked().is_none());
+    }
+
+    #[test]
+    fn load_reads_passphrase_protected_keys() {
+        let key = generate_key(KeySpec::P256).unwrap();
+        let cert = self_signed_ca(&key, "CN=Loaded CA", 365).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_path = dir.path().join("ca.crt");
+        let key_path = dir.path().join("ca.key");
+        std::fs::write(&cert_path, X509::from_der(&cert).unwrap().to_pem().unwrap()).unwrap();
+        let pem = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"s3cret")
+            .unwrap();
+        std::fs::write(&key_path, pem).unwrap();
+
+        let ca = SoftwareCa::load(&cert_path, &key_path, Some(b"s3cret"), None).unwrap();
+        assert_eq!(ca.chain().len(), 1);
+        assert!(SoftwareCa::load(&cert_path, &key_path, Some(b"wrong"), None).is_err());
+        // No passphrase for an encrypted key: an error, never a terminal prompt.
+        assert!(SoftwareCa::load(&cert_path, &key_path, None, None).is_err());
+
+        let other = generate_key(KeySpec::P256).unwrap();
+        assert!(SoftwareCa::from_parts(cert, other, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn software_ca_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SoftwareCa>();
+    }
+}
