@@ -61,7 +61,8 @@ impl FromStr for KeySpec {
 
 /// Generates a private key with openssl (EC keys use the named-curve encoding).
 pub fn generate_key(spec: KeySpec) -> Result<PKey<Private>, CaError> {
-    let rsa = |bits| -> Result<PKey<Private>, CaError> { Ok(PKey::from_rsa(Rsa::generate(bits)?)?) };
+    let rsa =
+        |bits| -> Result<PKey<Private>, CaError> { Ok(PKey::from_rsa(Rsa::generate(bits)?)?) };
     let ec = |curve| -> Result<PKey<Private>, CaError> {
         let group = EcGroup::from_curve_name(curve)?;
         Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
@@ -88,7 +89,9 @@ pub enum RaPurpose {
 fn subject_public_key_info(
     key: &PKeyRef<impl HasPublic>,
 ) -> Result<SubjectPublicKeyInfoOwned, CaError> {
-    Ok(SubjectPublicKeyInfoOwned::from_der(&key.public_key_to_der()?)?)
+    Ok(SubjectPublicKeyInfoOwned::from_der(
+        &key.public_key_to_der()?,
+    )?)
 }
 
 fn validity_from_now(validity_days: u32) -> Result<(SystemTime, SystemTime), CaError> {
@@ -231,4 +234,101 @@ fn end_entity(
         extensions: list,
     };
     Ok(ca.sign_certificate(fields)?.der)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use openssl::x509::X509;
+
+    use super::*;
+    use crate::testutil::{assert_chains_to, ca, extension};
+    use crate::CaBackend;
+
+    fn key_usage_of(der: &[u8]) -> KeyUsage {
+        let ext = extension(der, oid::ID_CE_KEY_USAGE).unwrap();
+        KeyUsage::from_der(ext.extn_value.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn key_specs_parse_and_generate() {
+        for (text, bits, id) in [
+            ("rsa2048", 2048, Id::RSA),
+            ("P256", 256, Id::EC),
+            ("p384", 384, Id::EC),
+        ] {
+            let key = generate_key(text.parse().unwrap()).unwrap();
+            assert_eq!((key.bits(), key.id()), (bits, id));
+        }
+        assert!("rsa1024".parse::<KeySpec>().is_err());
+    }
+
+    #[test]
+    fn self_signed_ca_is_a_ca() {
+        for spec in [KeySpec::Rsa2048, KeySpec::P256] {
+            let key = generate_key(spec).unwrap();
+            let der = self_signed_ca(&key, "CN=scepd CA,O=Example,C=DE", 3650).unwrap();
+            let cert = X509::from_der(&der).unwrap();
+            assert!(cert.verify(&key).unwrap());
+            let subject = crate::format_dn(
+                &x509_cert::Certificate::from_der(&der)
+                    .unwrap()
+                    .tbs_certificate
+                    .subject,
+            );
+            assert_eq!(subject, "CN=scepd CA,O=Example,C=DE");
+            let usage = key_usage_of(&der);
+            assert!(usage.key_cert_sign() && usage.crl_sign() && usage.digital_signature());
+            assert_eq!(usage.key_encipherment(), spec == KeySpec::Rsa2048);
+            assert!(
+                extension(&der, oid::ID_CE_BASIC_CONSTRAINTS)
+                    .unwrap()
+                    .critical
+            );
+            assert!(cert.subject_key_id().is_some());
+        }
+        let key = generate_key(KeySpec::P256).unwrap();
+        assert!(self_signed_ca(&key, "", 10).is_err());
+    }
+
+    #[test]
+    fn ra_certificates_carry_the_request_agent_eku() {
+        let ca = ca(KeySpec::Rsa2048);
+        let key = generate_key(KeySpec::Rsa2048).unwrap();
+        for (purpose, signing) in [(RaPurpose::Signing, true), (RaPurpose::Encryption, false)] {
+            let der = issue_ra_certificate(&ca, &key, "CN=scepd RA", purpose, 365).unwrap();
+            assert_chains_to(&ca, &der);
+            let usage = key_usage_of(&der);
+            assert_eq!(usage.digital_signature(), signing);
+            assert_eq!(usage.key_encipherment(), !signing);
+            let eku = extension(&der, oid::ID_CE_EXT_KEY_USAGE).unwrap();
+            let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(eku.extn_value.as_bytes())
+                .unwrap();
+            assert_eq!(eku.0, vec![oid::KP_CERTIFICATE_REQUEST_AGENT]);
+        }
+    }
+
+    #[test]
+    fn tls_certificates_name_the_host() {
+        let ca = ca(KeySpec::P256);
+        let key = generate_key(KeySpec::P256).unwrap();
+        let der = issue_tls_server_certificate(&ca, &key, "scep.example.com", 365).unwrap();
+        assert_chains_to(&ca, &der);
+        let cert = X509::from_der(&der).unwrap();
+        let names = cert.subject_alt_names().unwrap();
+        assert_eq!(
+            names.iter().find_map(|n| n.dnsname()),
+            Some("scep.example.com")
+        );
+        assert!(!key_usage_of(&der).key_encipherment());
+
+        let der = issue_tls_server_certificate(&ca, &key, "192.0.2.7", 365).unwrap();
+        let cert = X509::from_der(&der).unwrap();
+        let names = cert.subject_alt_names().unwrap();
+        assert_eq!(
+            names.iter().find_map(|n| n.ipaddress()),
+            Some(&[192, 0, 2, 7][..])
+        );
+        assert_eq!(ca.chain().len(), 1);
+    }
 }

@@ -99,6 +99,10 @@ fn refused(profile: &Profile, reason: impl Into<String>) -> CaError {
 
 /// Decodes and verifies the CSR and checks key, subject, SANs and extensions against the
 /// profile.
+///
+/// The CSR must be DER (BER, e.g. indefinite lengths, is refused as malformed). Requested
+/// extensions other than subjectAltName and the SID extension are ignored: keyUsage,
+/// extKeyUsage, basicConstraints and the rest come from the profile alone.
 pub(crate) fn check_csr(der: &[u8], profile: &Profile) -> Result<CheckedCsr, CaError> {
     if der.len() > MAX_CSR_LEN {
         return Err(malformed("CSR larger than 64 KiB"));
@@ -121,7 +125,10 @@ pub(crate) fn check_csr(der: &[u8], profile: &Profile) -> Result<CheckedCsr, CaE
     let extensions = requested_extensions(&info)?;
     let san = requested_san(&extensions, profile)?;
     if !profile.subject_from_csr() && san.is_none() {
-        return Err(refused(profile, "the profile issues an empty subject, so a SAN is required"));
+        return Err(refused(
+            profile,
+            "the profile issues an empty subject, so a SAN is required",
+        ));
     }
     let requested_validity = requested_validity(&info, profile)?;
     Ok(CheckedCsr {
@@ -167,7 +174,10 @@ fn check_key(key: &PKey<Public>, profile: &Profile) -> Result<(), CaError> {
         return Err(refused(profile, format!("key type {key_type} not allowed")));
     }
     if key_type == KeyType::Rsa && !profile.accepts_rsa_bits(key.bits()) {
-        return Err(refused(profile, format!("RSA key of {} bits not allowed", key.bits())));
+        return Err(refused(
+            profile,
+            format!("RSA key of {} bits not allowed", key.bits()),
+        ));
     }
     Ok(())
 }
@@ -236,7 +246,10 @@ fn requested_san(
 fn allowed_san(name: &GeneralName, profile: &Profile) -> Result<String, CaError> {
     let (san_type, value) = describe_san(name).map_err(|reason| refused(profile, reason))?;
     if !profile.allowed_san_types().contains(&san_type) {
-        return Err(refused(profile, format!("SAN type {san_type} not allowed ({value})")));
+        return Err(refused(
+            profile,
+            format!("SAN type {san_type} not allowed ({value})"),
+        ));
     }
     Ok(format!("{san_type}:{value}"))
 }
@@ -253,7 +266,9 @@ fn describe_san(name: &GeneralName) -> Result<(SanType, String), String> {
                 .map_err(|_| "UPN otherName is not a UTF8String".to_owned())?;
             Ok((SanType::Upn, upn.as_str().to_owned()))
         }
-        GeneralName::OtherName(other) => Err(format!("SAN otherName {} not supported", other.type_id)),
+        GeneralName::OtherName(other) => {
+            Err(format!("SAN otherName {} not supported", other.type_id))
+        }
         GeneralName::DirectoryName(_) => Err("SAN directoryName not supported".into()),
         GeneralName::EdiPartyName(_) => Err("SAN ediPartyName not supported".into()),
         GeneralName::RegisteredId(id) => Err(format!("SAN registeredID {id} not supported")),
@@ -298,7 +313,11 @@ fn requested_validity(
         .parse::<u32>()
         .ok()
         .filter(|count| *count > 0)
-        .ok_or_else(|| malformed(format!("ValidityPeriodUnits {units:?} is not a positive number")))?;
+        .ok_or_else(|| {
+            malformed(format!(
+                "ValidityPeriodUnits {units:?} is not a positive number"
+            ))
+        })?;
     Ok(Some(RequestedValidity { unit, count }))
 }
 

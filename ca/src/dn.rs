@@ -27,19 +27,49 @@ const ATTRIBUTES: &[(&str, &[&str], &str, StringKind)] = &[
     ("CN", &["commonName"], "2.5.4.3", StringKind::Utf8),
     ("SN", &["surname"], "2.5.4.4", StringKind::Utf8),
     // RFC 5280 Appendix A.1: serialNumber and countryName are PrintableString.
-    ("SERIALNUMBER", &["serialNumber"], "2.5.4.5", StringKind::Printable),
+    (
+        "SERIALNUMBER",
+        &["serialNumber"],
+        "2.5.4.5",
+        StringKind::Printable,
+    ),
     ("C", &["countryName"], "2.5.4.6", StringKind::Printable),
     ("L", &["localityName"], "2.5.4.7", StringKind::Utf8),
-    ("ST", &["S", "stateOrProvinceName"], "2.5.4.8", StringKind::Utf8),
+    (
+        "ST",
+        &["S", "stateOrProvinceName"],
+        "2.5.4.8",
+        StringKind::Utf8,
+    ),
     ("STREET", &["streetAddress"], "2.5.4.9", StringKind::Utf8),
     ("O", &["organizationName"], "2.5.4.10", StringKind::Utf8),
-    ("OU", &["organizationalUnitName"], "2.5.4.11", StringKind::Utf8),
+    (
+        "OU",
+        &["organizationalUnitName"],
+        "2.5.4.11",
+        StringKind::Utf8,
+    ),
     ("title", &[], "2.5.4.12", StringKind::Utf8),
     ("GN", &["givenName"], "2.5.4.42", StringKind::Utf8),
     // RFC 4519 / RFC 5280: domainComponent and emailAddress are IA5String.
-    ("DC", &["domainComponent"], "0.9.2342.19200300.100.1.25", StringKind::Ia5),
-    ("UID", &["userId"], "0.9.2342.19200300.100.1.1", StringKind::Utf8),
-    ("emailAddress", &["E", "email"], "1.2.840.113549.1.9.1", StringKind::Ia5),
+    (
+        "DC",
+        &["domainComponent"],
+        "0.9.2342.19200300.100.1.25",
+        StringKind::Ia5,
+    ),
+    (
+        "UID",
+        &["userId"],
+        "0.9.2342.19200300.100.1.1",
+        StringKind::Utf8,
+    ),
+    (
+        "emailAddress",
+        &["E", "email"],
+        "1.2.840.113549.1.9.1",
+        StringKind::Ia5,
+    ),
 ];
 
 /// Parses an RFC 4514 string such as `"CN=scepd CA,O=Example"` into a `Name`.
@@ -55,8 +85,8 @@ pub fn parse_dn(text: &str) -> Result<Name, CaError> {
             .into_iter()
             .map(parse_attribute)
             .collect::<Result<Vec<_>, _>>()?;
-        let set = SetOfVec::try_from(atvs)
-            .map_err(|e| CaError::InvalidName(format!("{rdn:?}: {e}")))?;
+        let set =
+            SetOfVec::try_from(atvs).map_err(|e| CaError::InvalidName(format!("{rdn:?}: {e}")))?;
         rdns.push(RelativeDistinguishedName(set));
     }
     rdns.reverse();
@@ -97,7 +127,9 @@ fn parse_attribute(text: &str) -> Result<AttributeTypeAndValue, CaError> {
     let (oid, kind) = attribute_type(key.trim())?;
     let value = value.trim_start();
     if oid == COUNTRY_NAME && value.chars().count() != 2 {
-        return Err(CaError::InvalidName(format!("C={value:?} is not a two-letter code")));
+        return Err(CaError::InvalidName(format!(
+            "C={value:?} is not a two-letter code"
+        )));
     }
     let value = match value.strip_prefix('#') {
         Some(hex_der) => hex_value(hex_der.trim_end())?,
@@ -120,8 +152,7 @@ fn attribute_type(key: &str) -> Result<(ObjectIdentifier, StringKind), CaError> 
 }
 
 fn hex_value(hex_der: &str) -> Result<Any, CaError> {
-    let der = hex::decode(hex_der)
-        .map_err(|e| CaError::InvalidName(format!("#{hex_der}: {e}")))?;
+    let der = hex::decode(hex_der).map_err(|e| CaError::InvalidName(format!("#{hex_der}: {e}")))?;
     Any::from_der(&der).map_err(|e| CaError::InvalidName(format!("#{hex_der}: {e}")))
 }
 
@@ -244,7 +275,11 @@ mod tests {
     fn rdns_are_encoded_in_reverse_order() {
         let name = parse_dn("CN=scepd CA,O=Example,C=DE").expect("parses");
         assert_eq!(name.0.len(), 3);
-        let first = name.0.first().and_then(|rdn| rdn.0.iter().next()).expect("rdn");
+        let first = name
+            .0
+            .first()
+            .and_then(|rdn| rdn.0.iter().next())
+            .expect("rdn");
         assert_eq!(first.oid, ObjectIdentifier::new_unwrap("2.5.4.6"));
         assert_eq!(first.value.tag(), Tag::PrintableString);
         assert_eq!(format_dn(&name), "CN=scepd CA,O=Example,C=DE");
@@ -268,7 +303,10 @@ mod tests {
         builder.append_entry_by_text("O", "Example").expect("O");
         builder.append_entry_by_text("CN", "host").expect("CN");
         let openssl_der = builder.build().to_der().expect("der");
-        let ours = parse_dn("cn=host, o=Example").expect("parses").to_der().expect("der");
+        let ours = parse_dn("cn=host, o=Example")
+            .expect("parses")
+            .to_der()
+            .expect("der");
         assert_eq!(ours, openssl_der);
     }
 
@@ -278,7 +316,10 @@ mod tests {
         assert_eq!(name.0.len(), 2);
         let text = format_dn(&name);
         assert!(text.ends_with(",1.2.3.4=#0c0178"), "{text}");
-        assert!(text.contains("CN=a") && text.contains("UID=b") && text.contains('+'), "{text}");
+        assert!(
+            text.contains("CN=a") && text.contains("UID=b") && text.contains('+'),
+            "{text}"
+        );
     }
 
     #[test]

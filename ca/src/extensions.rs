@@ -29,8 +29,7 @@ pub(crate) mod oid {
     /// id-kp-serverAuth.
     pub const KP_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
     /// id-kp-codeSigning.
-    pub const KP_CODE_SIGNING: ObjectIdentifier =
-        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+    pub const KP_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
     /// id-kp-emailProtection.
     pub const KP_EMAIL_PROTECTION: ObjectIdentifier =
         ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");

@@ -19,9 +19,9 @@ pub mod profile;
 mod revocation;
 mod signing;
 pub mod software;
-mod time;
 #[cfg(test)]
 mod testutil;
+mod time;
 
 use std::time::SystemTime;
 
@@ -100,6 +100,34 @@ pub trait CaBackend: Send + Sync {
     ) -> Result<Vec<u8>, CaError>;
 }
 
+/// Entry points for the cargo-fuzz targets in `fuzz/` (design rule 5). Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::profile::RawProfile;
+
+    /// Runs the CSR checks (decode, self-signature, profile) on arbitrary bytes under the
+    /// default profile; must never panic.
+    pub fn check_csr(data: &[u8]) {
+        if let Ok(profile) = RawProfile::default().validate("fuzz") {
+            let _ = crate::csr::check_csr(data, &profile);
+        }
+    }
+
+    /// Parses arbitrary text as an RFC 4514 DN and, if it parses, checks that formatting and
+    /// parsing again gives the same Name.
+    pub fn dn_round_trip(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(name) = crate::parse_dn(text) {
+            let formatted = crate::format_dn(&name);
+            if let Ok(again) = crate::parse_dn(&formatted) {
+                assert_eq!(crate::format_dn(&again), formatted, "DN round trip");
+            }
+        }
+    }
+}
+
 /// Formats a serial number as uppercase hex without separators (`"01A2FF..."`): the one
 /// format used wherever a serial is printed, logged or stored as text.
 pub fn serial_hex(serial: &[u8]) -> String {
@@ -114,5 +142,37 @@ mod tests {
     fn serial_hex_is_uppercase_without_separators() {
         assert_eq!(serial_hex(&[0x01, 0xab, 0x00, 0xff]), "01AB00FF");
         assert_eq!(serial_hex(&[]), "");
+    }
+
+    #[test]
+    fn fuzz_shims_survive_samples() {
+        for text in [
+            "",
+            "=",
+            "CN=",
+            "CN=\\",
+            "CN=\\é",
+            "CN=#",
+            "CN=#zz",
+            "CN=#0500",
+            "+",
+            "CN=a+",
+            ",",
+            "CN=\\ a\\ ",
+            "2.5.4.3=#020101",
+            "CN=a\\0Ab",
+            "C=DE+CN=x,O=y",
+            "CN=\\,\\+",
+        ] {
+            fuzzing::dn_round_trip(text.as_bytes());
+        }
+        let mut data = vec![0u8; 512];
+        for length in [0, 1, 2, 3, 16, 100, 512] {
+            openssl::rand::rand_bytes(&mut data).ok();
+            if let Some(first) = data.first_mut() {
+                *first = 0x30;
+            }
+            fuzzing::check_csr(data.get(..length).unwrap_or_default());
+        }
     }
 }

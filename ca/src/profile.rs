@@ -243,11 +243,17 @@ impl RawProfile {
         if max_validity_days < self.validity_days {
             report(
                 "max_validity_days",
-                format!("{max_validity_days} is less than validity_days ({})", self.validity_days),
+                format!(
+                    "{max_validity_days} is less than validity_days ({})",
+                    self.validity_days
+                ),
             );
         }
         if self.backdate_seconds > MAX_BACKDATE_SECONDS {
-            report("backdate_seconds", format!("at most {MAX_BACKDATE_SECONDS}"));
+            report(
+                "backdate_seconds",
+                format!("at most {MAX_BACKDATE_SECONDS}"),
+            );
         }
         let key_usage = parse_key_usage(&self.key_usage, &mut report);
         let extended_key_usage = parse_all(
@@ -279,7 +285,11 @@ impl RawProfile {
                     .into(),
             );
         }
-        check_urls("crl_distribution_points", &self.crl_distribution_points, &mut report);
+        check_urls(
+            "crl_distribution_points",
+            &self.crl_distribution_points,
+            &mut report,
+        );
         check_urls("ocsp_urls", &self.ocsp_urls, &mut report);
         check_urls("ca_issuers_urls", &self.ca_issuers_urls, &mut report);
         if !errors.is_empty() {
@@ -308,7 +318,10 @@ impl RawProfile {
 
 fn check_days(key: &str, days: u32, report: &mut impl FnMut(&str, String)) {
     if days == 0 || days > MAX_CONFIGURABLE_DAYS {
-        report(key, format!("{days} is not between 1 and {MAX_CONFIGURABLE_DAYS}"));
+        report(
+            key,
+            format!("{days} is not between 1 and {MAX_CONFIGURABLE_DAYS}"),
+        );
     }
 }
 
@@ -330,10 +343,7 @@ fn parse_all<T: PartialEq>(
     parsed
 }
 
-fn parse_key_usage(
-    names: &[String],
-    report: &mut impl FnMut(&str, String),
-) -> FlagSet<KeyUsages> {
+fn parse_key_usage(names: &[String], report: &mut impl FnMut(&str, String)) -> FlagSet<KeyUsages> {
     if names.is_empty() {
         report("key_usage", "must name at least one usage".into());
     }
@@ -437,7 +447,8 @@ impl Profile {
     }
     /// Whether an RSA modulus of `bits` is acceptable under this profile.
     pub fn accepts_rsa_bits(&self, bits: u32) -> bool {
-        let standard = matches!(bits, 2048 | 3072 | 4096) || (bits == 1024 && self.min_rsa_bits <= 1024);
+        let standard =
+            matches!(bits, 2048 | 3072 | 4096) || (bits == 1024 && self.min_rsa_bits <= 1024);
         standard && bits >= self.min_rsa_bits
     }
     /// Whether the subject is copied from the CSR (else it is empty).
@@ -489,7 +500,10 @@ mod tests {
         assert!(profile.key_usage().digital_signature());
         assert!(profile.key_usage().key_encipherment());
         assert_eq!(profile.extended_key_usage(), &[oid::KP_CLIENT_AUTH]);
-        assert_eq!(profile.key_types(), &[KeyType::Rsa, KeyType::P256, KeyType::P384]);
+        assert_eq!(
+            profile.key_types(),
+            &[KeyType::Rsa, KeyType::P256, KeyType::P384]
+        );
         assert_eq!(profile.allowed_san_types().len(), 5);
         assert!(!profile.accepts_rsa_bits(1024));
         assert!(profile.accepts_rsa_bits(2048));
@@ -511,7 +525,10 @@ mod tests {
     fn eku_accepts_names_and_dotted_oids() {
         let profile =
             profile_from_toml(r#"extended_key_usage = ["serverAuth", "1.3.6.1.4.1.311.20.2.2"]"#);
-        assert_eq!(profile.extended_key_usage(), &[oid::KP_SERVER_AUTH, oid::KP_SMARTCARD_LOGON]);
+        assert_eq!(
+            profile.extended_key_usage(),
+            &[oid::KP_SERVER_AUTH, oid::KP_SMARTCARD_LOGON]
+        );
     }
 
     #[test]
@@ -539,7 +556,9 @@ mod tests {
             "crl_distribution_points",
         ] {
             assert!(
-                errors.iter().any(|e| e.contains(&format!("issuance.{key}:"))),
+                errors
+                    .iter()
+                    .any(|e| e.contains(&format!("issuance.{key}:"))),
                 "no error for {key}: {errors:?}"
             );
         }

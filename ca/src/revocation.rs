@@ -54,12 +54,24 @@ const REASONS: [(RevocationReason, &str, u8); 10] = [
     (RevocationReason::Unspecified, "unspecified", 0),
     (RevocationReason::KeyCompromise, "keyCompromise", 1),
     (RevocationReason::CaCompromise, "cACompromise", 2),
-    (RevocationReason::AffiliationChanged, "affiliationChanged", 3),
+    (
+        RevocationReason::AffiliationChanged,
+        "affiliationChanged",
+        3,
+    ),
     (RevocationReason::Superseded, "superseded", 4),
-    (RevocationReason::CessationOfOperation, "cessationOfOperation", 5),
+    (
+        RevocationReason::CessationOfOperation,
+        "cessationOfOperation",
+        5,
+    ),
     (RevocationReason::CertificateHold, "certificateHold", 6),
     (RevocationReason::RemoveFromCrl, "removeFromCRL", 8),
-    (RevocationReason::PrivilegeWithdrawn, "privilegeWithdrawn", 9),
+    (
+        RevocationReason::PrivilegeWithdrawn,
+        "privilegeWithdrawn",
+        9,
+    ),
     (RevocationReason::AaCompromise, "aACompromise", 10),
 ];
 
@@ -142,7 +154,10 @@ mod tests {
     fn names_round_trip_case_insensitively() {
         for (reason, name, code) in REASONS {
             assert_eq!(reason.to_string(), name);
-            assert_eq!(name.to_uppercase().parse::<RevocationReason>().ok(), Some(reason));
+            assert_eq!(
+                name.to_uppercase().parse::<RevocationReason>().ok(),
+                Some(reason)
+            );
             assert_eq!(RevocationReason::from_code(code), Some(reason));
             assert_eq!(reason.code(), code);
             assert_eq!(reason.to_crl_reason() as u8, code);

@@ -38,7 +38,9 @@ impl SigningScheme {
                 Some(Nid::SECP384R1) => Ok(Self::EcdsaSha384),
                 other => Err(CaError::CaConfig(format!("unsupported CA curve {other:?}"))),
             },
-            other => Err(CaError::CaConfig(format!("unsupported CA key type {other:?}"))),
+            other => Err(CaError::CaConfig(format!(
+                "unsupported CA key type {other:?}"
+            ))),
         }
     }
 

@@ -122,10 +122,14 @@ impl SoftwareCa {
         // Issued certificates carry the CA subject through the decoded Name; a certificate
         // that does not re-encode to itself would give them a different issuer.
         if certificate.to_der()? != cert_der {
-            return Err(CaError::CaConfig("CA certificate is not DER-encoded".into()));
+            return Err(CaError::CaConfig(
+                "CA certificate is not DER-encoded".into(),
+            ));
         }
         if !X509::from_der(&cert_der)?.public_key()?.public_eq(&key) {
-            return Err(CaError::CaConfig("the key does not match the CA certificate".into()));
+            return Err(CaError::CaConfig(
+                "the key does not match the CA certificate".into(),
+            ));
         }
         let tbs = &certificate.tbs_certificate;
         require_ca_certificate(tbs)?;
@@ -202,7 +206,9 @@ impl SoftwareCa {
             extensions::basic_constraints(false)?,
             extensions::key_usage(profile.key_usage())?,
         ];
-        list.extend(extensions::extended_key_usage(profile.extended_key_usage())?);
+        list.extend(extensions::extended_key_usage(
+            profile.extended_key_usage(),
+        )?);
         if let Some(san) = &csr.san {
             // The names are copied as the client encoded them; critical when the subject
             // is empty (RFC 5280 §4.2.1.6).
@@ -213,7 +219,9 @@ impl SoftwareCa {
             });
         }
         list.push(extensions::subject_key_identifier(public_key)?);
-        list.extend(extensions::crl_distribution_points(profile.crl_distribution_points())?);
+        list.extend(extensions::crl_distribution_points(
+            profile.crl_distribution_points(),
+        )?);
         list.extend(extensions::authority_info_access(
             profile.ocsp_urls(),
             profile.ca_issuers_urls(),
@@ -241,7 +249,9 @@ fn requested_not_after(
 ) -> Result<SystemTime, CaError> {
     let count = requested.count.min(100_000);
     match requested.unit {
-        ValidityUnit::Hours => Ok(now + Duration::from_secs(u64::from(count) * 3600)),
+        ValidityUnit::Hours => now
+            .checked_add(Duration::from_secs(u64::from(count) * 3600))
+            .ok_or_else(|| CaError::TimeOutOfRange(format!("now + {count} hours"))),
         ValidityUnit::Days => add_days(now, count),
         ValidityUnit::Weeks => add_days(now, count * 7),
         ValidityUnit::Months => crate::time::add_months(now, count),
@@ -308,7 +318,11 @@ fn revoked_certificate(entry: &RevokedEntry) -> Result<RevokedCert, CaError> {
     let reason = entry.reason.to_crl_reason();
     let extensions = match entry.reason {
         crate::RevocationReason::Unspecified => None,
-        _ => Some(vec![extensions::extension(oid::ID_CE_CRL_REASONS, false, &reason)?]),
+        _ => Some(vec![extensions::extension(
+            oid::ID_CE_CRL_REASONS,
+            false,
+            &reason,
+        )?]),
     };
     Ok(RevokedCert {
         serial_number: SerialNumber::new(&entry.serial)?,
@@ -420,12 +434,21 @@ mod tests {
         assert_chains_to(&ca, &issued.der);
 
         assert_eq!(issued.serial.len(), 17);
-        assert!(issued.serial.first().is_some_and(|b| (1..=0x7f).contains(b)));
+        assert!(issued
+            .serial
+            .first()
+            .is_some_and(|b| (1..=0x7f).contains(b)));
         assert_eq!(issued.subject, "CN=device-1,O=Example");
-        assert_eq!(issued.sans, vec!["dns:host.example.com".to_owned(), format!("uri:{SID_URI}")]);
+        assert_eq!(
+            issued.sans,
+            vec!["dns:host.example.com".to_owned(), format!("uri:{SID_URI}")]
+        );
 
         let cert = X509::from_der(&issued.der).unwrap();
-        assert_eq!(cert.serial_number().to_bn().unwrap().to_vec(), issued.serial);
+        assert_eq!(
+            cert.serial_number().to_bn().unwrap().to_vec(),
+            issued.serial
+        );
         let (algorithm, _) = (cert.signature_algorithm().object().nid(), ());
         assert_eq!(algorithm, openssl::nid::Nid::SHA256WITHRSAENCRYPTION);
         for id in [
@@ -438,9 +461,21 @@ mod tests {
         ] {
             assert!(extension(&issued.der, id).is_some(), "missing {id}");
         }
-        assert!(extension(&issued.der, oid::ID_CE_KEY_USAGE).unwrap().critical);
-        assert!(extension(&issued.der, oid::ID_CE_BASIC_CONSTRAINTS).unwrap().critical);
-        assert!(!extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME).unwrap().critical);
+        assert!(
+            extension(&issued.der, oid::ID_CE_KEY_USAGE)
+                .unwrap()
+                .critical
+        );
+        assert!(
+            extension(&issued.der, oid::ID_CE_BASIC_CONSTRAINTS)
+                .unwrap()
+                .critical
+        );
+        assert!(
+            !extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME)
+                .unwrap()
+                .critical
+        );
         assert_eq!(days(&issued), 365);
         // AKI of the leaf is the SKI of the CA.
         let ca_cert = X509::from_der(ca.certificate_der()).unwrap();
@@ -474,7 +509,10 @@ mod tests {
         assert_eq!(issued.sans[0], format!("uri:{SID_URI}"));
         assert_eq!(issued.sans[2], "ip:2001:db8::1");
         let cert = X509::from_der(&issued.der).unwrap();
-        assert_eq!(cert.signature_algorithm().object().nid(), openssl::nid::Nid::ECDSA_WITH_SHA256);
+        assert_eq!(
+            cert.signature_algorithm().object().nid(),
+            openssl::nid::Nid::ECDSA_WITH_SHA256
+        );
         let uri = cert.subject_alt_names().unwrap();
         assert_eq!(uri.iter().find_map(|n| n.uri()), Some(SID_URI));
     }
@@ -486,7 +524,10 @@ mod tests {
         let issued = issue(&ca, &CsrSpec::new(&key).build(), &default_profile()).unwrap();
         assert_chains_to(&ca, &issued.der);
         let cert = X509::from_der(&issued.der).unwrap();
-        assert_eq!(cert.signature_algorithm().object().nid(), openssl::nid::Nid::ECDSA_WITH_SHA384);
+        assert_eq!(
+            cert.signature_algorithm().object().nid(),
+            openssl::nid::Nid::ECDSA_WITH_SHA384
+        );
     }
 
     #[test]
@@ -568,7 +609,9 @@ mod tests {
         let profile = profile_from_toml(r#"allowed_san_types = ["dns", "uri"]"#);
         let error = issue(&ca, &spec.build(), &profile).unwrap_err();
         match error {
-            CaError::ProfileViolation { reason, .. } => assert!(reason.contains("email"), "{reason}"),
+            CaError::ProfileViolation { reason, .. } => {
+                assert!(reason.contains("email"), "{reason}")
+            }
             other => panic!("unexpected {other}"),
         }
     }
@@ -594,7 +637,11 @@ mod tests {
         let profile = profile_from_toml("subject_from_csr = false");
         let issued = issue(&ca, &spec.build(), &profile).unwrap();
         assert_eq!(issued.subject, "");
-        assert!(extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME).unwrap().critical);
+        assert!(
+            extension(&issued.der, oid::ID_CE_SUBJECT_ALT_NAME)
+                .unwrap()
+                .critical
+        );
         assert_chains_to(&ca, &issued.der);
         // Without a SAN there would be no identity at all.
         let error = issue(&ca, &CsrSpec::new(&key).build(), &profile).unwrap_err();
@@ -658,12 +705,19 @@ mod tests {
         assert!(extension(&issued.der, oid::ID_CE_EXT_KEY_USAGE).is_none());
         let cert = X509::from_der(&issued.der).unwrap();
         let points = cert.crl_distribution_points().unwrap();
-        let url = points
-            .iter()
-            .find_map(|p| p.distpoint()?.fullname()?.iter().find_map(|n| n.uri().map(str::to_owned)));
+        let url = points.iter().find_map(|p| {
+            p.distpoint()?
+                .fullname()?
+                .iter()
+                .find_map(|n| n.uri().map(str::to_owned))
+        });
         assert_eq!(url.as_deref(), Some("http://pki.example.com/ca.crl"));
         assert_eq!(
-            cert.ocsp_responders().unwrap().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            cert.ocsp_responders()
+                .unwrap()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
             vec!["http://ocsp.example.com".to_owned()]
         );
     }
@@ -713,7 +767,10 @@ mod tests {
             assert!(extension_ids.contains(&oid::ID_CE_AUTHORITY_KEY_IDENTIFIER));
             let entries = parsed.tbs_cert_list.revoked_certificates.unwrap();
             let first = entries.first().unwrap();
-            assert_eq!(first.crl_entry_extensions.as_ref().unwrap()[0].extn_id, oid::ID_CE_CRL_REASONS);
+            assert_eq!(
+                first.crl_entry_extensions.as_ref().unwrap()[0].extn_id,
+                oid::ID_CE_CRL_REASONS
+            );
         }
     }
 
@@ -721,7 +778,9 @@ mod tests {
     fn empty_crl_has_no_revoked_list() {
         let ca = ca(KeySpec::P256);
         let now = SystemTime::now();
-        let der = ca.crl(&[], now, now + Duration::from_secs(3600), 1).unwrap();
+        let der = ca
+            .crl(&[], now, now + Duration::from_secs(3600), 1)
+            .unwrap();
         let crl = X509Crl::from_der(&der).unwrap();
         assert!(crl.get_revoked().is_none());
     }

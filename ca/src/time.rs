@@ -30,7 +30,9 @@ pub(crate) fn x509_time(time: SystemTime) -> Result<Time, CaError> {
             .map_err(|e| CaError::TimeOutOfRange(e.to_string()))?;
         Ok(Time::UtcTime(utc))
     } else {
-        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(date_time)))
+        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(
+            date_time,
+        )))
     }
 }
 
@@ -45,8 +47,8 @@ pub(crate) fn add_days(time: SystemTime, days: u32) -> Result<SystemTime, CaErro
 pub(crate) fn add_months(time: SystemTime, months: u32) -> Result<SystemTime, CaError> {
     let out_of_range = || CaError::TimeOutOfRange(format!("now + {months} months"));
     let start = ::time::OffsetDateTime::from(time);
-    let month_index = i64::from(start.year()) * 12 + i64::from(u8::from(start.month())) - 1
-        + i64::from(months);
+    let month_index =
+        i64::from(start.year()) * 12 + i64::from(u8::from(start.month())) - 1 + i64::from(months);
     let year = i32::try_from(month_index.div_euclid(12)).map_err(|_| out_of_range())?;
     let month = u8::try_from(month_index.rem_euclid(12) + 1)
         .ok()
