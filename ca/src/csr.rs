@@ -124,10 +124,12 @@ pub(crate) fn check_csr(der: &[u8], profile: &Profile) -> Result<CheckedCsr, CaE
     check_subject(&info.subject, profile)?;
     let extensions = requested_extensions(&info)?;
     let san = requested_san(&extensions, profile)?;
-    if !profile.subject_from_csr() && san.is_none() {
+    // RFC 5280 §4.1.2.6: a certificate with an empty subject must carry a SAN.
+    let subject_will_be_empty = !profile.subject_from_csr() || info.subject.is_empty();
+    if subject_will_be_empty && san.is_none() {
         return Err(refused(
             profile,
-            "the profile issues an empty subject, so a SAN is required",
+            "the subject is empty, so a SAN is required",
         ));
     }
     let requested_validity = requested_validity(&info, profile)?;

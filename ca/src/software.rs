@@ -626,6 +626,10 @@ mod tests {
         let csr = builder.build().to_der().unwrap();
         let error = issue(&ca, &csr, &default_profile()).unwrap_err();
         assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
+        // Allowed, but an empty subject then needs a SAN (RFC 5280 §4.1.2.6).
+        let lenient = profile_from_toml("require_subject = false");
+        let error = issue(&ca, &csr, &lenient).unwrap_err();
+        assert!(matches!(error, CaError::ProfileViolation { .. }), "{error}");
     }
 
     #[test]
