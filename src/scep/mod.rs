@@ -3,6 +3,7 @@
 
 pub mod ber;
 pub mod crypto;
+pub mod csr;
 pub mod oids;
 
 use std::fmt;
