@@ -2,8 +2,16 @@
 //!
 //! The root package is the registration authority: the only place that knows every part.
 //! `scep` is the sans-IO wire codec, `enroll` the enrollment cycle, `http` the hyper front,
-//! `store` the durable state, `config` the validated configuration.
+//! `store` the durable state, `config` the validated configuration, `app` the wiring.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod enroll;
+pub mod http;
+pub mod keys;
 pub mod scep;
 pub mod store;
+
+pub use app::App;

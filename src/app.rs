@@ -1,0 +1,224 @@
+//! `App`: the wired server. `App::handle` answers one HTTP request without sockets, so the
+//! black-box tests drive exactly what the listeners drive.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+
+use crate::config::Template;
+use crate::enroll::{Enroller, PkiReply, Summary};
+use crate::http::request::{self, Endpoint, Operation};
+use crate::scep::reply::certs_only;
+
+/// Media types of RFC 8894 §4.
+mod media {
+    pub const CA_CERT: &str = "application/x-x509-ca-cert";
+    pub const CA_RA_CERT: &str = "application/x-x509-ca-ra-cert";
+    pub const PKI_MESSAGE: &str = "application/x-pki-message";
+}
+
+/// Tuning of the request path.
+#[derive(Debug, Clone)]
+pub struct AppLimits {
+    /// PKIOperations admitted at once (running plus waiting) before 503.
+    pub max_queued_operations: usize,
+    /// PKIOperations running at once: one per core keeps the reactor free and the CPU busy.
+    pub crypto_threads: usize,
+}
+
+/// The server, shared by every connection.
+pub struct App {
+    enroller: Arc<Enroller>,
+    default_template: String,
+    caps: Bytes,
+    ca_cert_body: Bytes,
+    ca_cert_type: &'static str,
+    admission: Semaphore,
+    crypto: Semaphore,
+}
+
+/// A failure to build the [`App`] (never at request time).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AppError(String);
+
+impl App {
+    /// Precomputes the static answers (GetCACaps, GetCACert) once.
+    pub fn new(enroller: Enroller, default_template: &str, limits: AppLimits) -> Result<Self, AppError> {
+        let (ca_cert_body, ca_cert_type) = ca_cert_response(&enroller)?;
+        Ok(Self {
+            caps: Bytes::from(capabilities(&enroller)),
+            ca_cert_body,
+            ca_cert_type,
+            default_template: default_template.to_ascii_lowercase(),
+            enroller: Arc::new(enroller),
+            admission: Semaphore::new(limits.max_queued_operations.max(1)),
+            crypto: Semaphore::new(limits.crypto_threads.max(1)),
+        })
+    }
+
+    /// The enrollment engine (the admin API reads its store).
+    pub fn enroller(&self) -> &Arc<Enroller> {
+        &self.enroller
+    }
+
+    /// Answers one request. Never fails: every problem becomes a status code or a CertRep.
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let template = match request::classify_path(&path) {
+            Endpoint::Health => return plain(StatusCode::OK, "ok\n"),
+            Endpoint::NotFound => return plain(StatusCode::NOT_FOUND, "not found\n"),
+            Endpoint::Scep(name) => name.unwrap_or_else(|| self.default_template.clone()),
+        };
+        let Some(template) = self.enroller.template(&template) else {
+            return plain(StatusCode::NOT_FOUND, "no such SCEP template\n");
+        };
+        let query = request::parse_query(request.uri().query().unwrap_or(""));
+        let operation = match (request.method(), query.operation.as_deref()) {
+            // NDES with the Intune policy module answers a bare GET with 403; admins' health
+            // checks (Validate-NDESConfiguration) read 403 as healthy.
+            (&Method::GET, None) => return plain(StatusCode::FORBIDDEN, "forbidden\n"),
+            // Many clients POST without checking `operation` (RFC 8894 §4.3).
+            (&Method::POST, None) => Operation::PkiOperation,
+            (_, None) => return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            (_, Some(name)) => match Operation::parse(name) {
+                Some(op) => op,
+                None => return plain(StatusCode::BAD_REQUEST, "unknown operation\n"),
+            },
+        };
+        let response = match (request.method(), operation) {
+            (&Method::GET | &Method::HEAD, Operation::GetCaCaps) => {
+                typed(StatusCode::OK, "text/plain", self.caps.clone())
+            }
+            (&Method::GET | &Method::HEAD, Operation::GetCaCert) => {
+                typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone())
+            }
+            // Not advertised: no next CA exists until rollover is implemented.
+            (_, Operation::GetNextCaCert) => plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
+            (&Method::GET, Operation::PkiOperation) => match query.message.as_deref().and_then(request::decode_message) {
+                Some(message) => self.pki_operation(template, message).await,
+                None => plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"),
+            },
+            (&Method::POST, Operation::PkiOperation) => {
+                self.pki_operation(template, request.into_body().to_vec()).await
+            }
+            _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        };
+        tracing::debug!(operation = operation.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        response
+    }
+
+    /// Runs the CPU-bound cycle on the blocking pool, bounded twice: admission (queue) and
+    /// crypto threads (one per core).
+    async fn pki_operation(&self, template: &Template, message: Vec<u8>) -> Response<Bytes> {
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "busy; retry\n");
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        };
+        let Ok(_running) = self.crypto.acquire().await else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        };
+        let enroller = Arc::clone(&self.enroller);
+        let template_name = template.name.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            match enroller.template(&template_name) {
+                Some(template) => enroller.pki_operation(template, &message, SystemTime::now()),
+                None => PkiReply::Unavailable(format!("template {template_name} vanished")),
+            }
+        });
+        match job.await {
+            Ok(reply) => pki_response(reply),
+            Err(e) => {
+                tracing::error!(error = %e, "PKIOperation task failed");
+                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n")
+            }
+        }
+    }
+}
+
+fn pki_response(reply: PkiReply) -> Response<Bytes> {
+    match reply {
+        PkiReply::CertRep { der, summary } => {
+            log_summary(&summary);
+            typed(StatusCode::OK, media::PKI_MESSAGE, Bytes::from(der))
+        }
+        PkiReply::Unreadable(reason) => {
+            tracing::info!(operation = "PKIOperation", outcome = "unreadable", detail = %reason, "request");
+            plain(StatusCode::BAD_REQUEST, "the pkiMessage cannot be read\n")
+        }
+        PkiReply::Unavailable(reason) => {
+            tracing::error!(operation = "PKIOperation", outcome = "unavailable", detail = %reason, "request");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n")
+        }
+    }
+}
+
+/// One line per PKIOperation (issue 3 item 8): never the challenge, never key material.
+fn log_summary(summary: &Summary) {
+    let message_type = summary.message_type.map(|m| m.to_string()).unwrap_or_default();
+    let fail_info = summary.fail_info.map(|f| f.to_string()).unwrap_or_default();
+    tracing::info!(
+        operation = "PKIOperation",
+        message_type,
+        transaction_id = %summary.transaction_id,
+        template = %summary.template,
+        outcome = summary.outcome,
+        fail_info,
+        serial = summary.serial.as_deref().unwrap_or(""),
+        replayed = summary.replayed,
+        detail = %summary.detail,
+        "request"
+    );
+}
+
+fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    typed(status, "text/plain; charset=utf-8", Bytes::from_static(text.as_bytes()))
+}
+
+/// GetCACaps from what this configuration really does (RFC 8894 §3.5.2): AES (128/192/256),
+/// 3DES, the SHA digests with keywords, POST. `SCEPStandard` implies AES, POSTPKIOperation and
+/// SHA-256, which are also listed for clients that only read explicit keywords (Apple).
+/// No Renewal and no GetNextCACert: they are not implemented yet.
+fn capabilities(_enroller: &Enroller) -> String {
+    let mut caps = vec!["POSTPKIOperation", "AES", "DES3"];
+    caps.extend(crate::scep::DigestAlg::ALL.iter().filter_map(|d| d.caps_keyword()));
+    caps.push("SCEPStandard");
+    caps.join("\n") + "\n"
+}
+
+/// GetCACert: with RA certificates, as NDES, a certs-only PKCS#7 of the CA chain plus the RA
+/// signing and encryption certificates; without, the CA certificate alone.
+fn ca_cert_response(enroller: &Enroller) -> Result<(Bytes, &'static str), AppError> {
+    let chain = enroller.ca().chain();
+    let ra = enroller.ra();
+    if !ra.has_ra_certificates {
+        let ca = chain.first().ok_or_else(|| AppError("the CA backend has no certificate".into()))?;
+        return Ok((Bytes::from(ca.clone()), media::CA_CERT));
+    }
+    let mut certs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    certs.push(&ra.signer.cert_der);
+    certs.extend(ra.decrypters.iter().map(|d| d.cert_der.as_slice()));
+    let body = certs_only(&certs).map_err(|e| AppError(format!("GetCACert: {e}")))?;
+    Ok((Bytes::from(body), media::CA_RA_CERT))
+}
+
+impl crate::http::server::Handler for App {
+    fn call(
+        &self,
+        request: Request<Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Bytes>> + Send + '_>> {
+        Box::pin(self.handle(request))
+    }
+}

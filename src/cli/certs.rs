@@ -1,0 +1,167 @@
+//! `scepd certs list|show|revoke`: through the admin API while a server runs (sled lets one
+//! process open the store), directly on the store otherwise.
+
+use std::time::SystemTime;
+
+use http::{Method, StatusCode};
+
+use super::{admin_client, ConfigArg, EXIT_CONFIG};
+use crate::config::Config;
+use crate::http::admin::{self, CertView, RevokeAnswer, RevokeBody, RevokeResult};
+use crate::store::{SledStore, Store, StoreError};
+
+/// Arguments of `scepd certs`.
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Which action.
+    #[command(subcommand)]
+    pub action: CertsAction,
+}
+
+/// `scepd certs` actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsAction {
+    /// One line per certificate: serial, status, not-after, template, subject.
+    List(ConfigArg),
+    /// Everything about one certificate, as JSON.
+    Show {
+        /// Serial in hex.
+        #[arg(long)]
+        serial: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a certificate (recorded with time, reason and who asked).
+    Revoke {
+        /// Serial in hex.
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        /// Who asks (recorded); defaults to the login name.
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Where state is read from.
+enum Access {
+    Direct(SledStore),
+    Api(Config),
+}
+
+/// Runs `scepd certs ...`.
+pub fn run(args: &CertsArgs) -> u8 {
+    let config_arg = match &args.action {
+        CertsAction::List(c) => c,
+        CertsAction::Show { config, .. } | CertsAction::Revoke { config, .. } => config,
+    };
+    let config = match Config::load(&config_arg.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            errors.0.iter().for_each(|e| eprintln!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let access = match SledStore::open(&config.store_path) {
+        Ok(store) => Access::Direct(store),
+        Err(StoreError::Locked { .. }) => Access::Api(config),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let result = match &args.action {
+        CertsAction::List(_) => list(&access),
+        CertsAction::Show { serial, .. } => show(&access, serial),
+        CertsAction::Revoke { serial, reason, by, .. } => {
+            let by = by.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+            revoke(&access, serial, reason, &by)
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn list(access: &Access) -> Result<(), String> {
+    let views: Vec<CertView> = match access {
+        Access::Direct(store) => {
+            let now = SystemTime::now();
+            store.certificates().map_err(|e| e.to_string())?.iter().map(|r| CertView::new(r, now)).collect()
+        }
+        Access::Api(config) => api_json(config, Method::GET, "/v1/certs", None)?,
+    };
+    for view in views {
+        println!("{} {:<8} {} {:<16} {}", view.serial, view.status, rfc3339(view.not_after), view.template, view.subject);
+    }
+    Ok(())
+}
+
+fn show(access: &Access, serial: &str) -> Result<(), String> {
+    let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
+    let view: CertView = match access {
+        Access::Direct(store) => {
+            let record = store.certificate(&bytes).map_err(|e| e.to_string())?.ok_or("no certificate with this serial")?;
+            CertView::new(&record, SystemTime::now())
+        }
+        Access::Api(config) => api_json(config, Method::GET, &format!("/v1/certs/{}", hex::encode_upper(&bytes)), None)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), String> {
+    let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
+    let answer: RevokeAnswer = match access {
+        Access::Direct(store) => match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
+            RevokeResult::Done(answer) => answer,
+            RevokeResult::NotFound => return Err("no certificate with this serial".into()),
+            RevokeResult::BadReason(r) => return Err(format!("unknown reason {r:?}; use an RFC 5280 name such as keyCompromise")),
+            RevokeResult::Failed(e) => return Err(e),
+        },
+        Access::Api(config) => {
+            let body = serde_json::to_vec(&RevokeBody { reason: reason.into(), by: by.into() }).map_err(|e| e.to_string())?;
+            api_json(config, Method::POST, &format!("/v1/certs/{}/revoke", hex::encode_upper(&bytes)), Some(body))?
+        }
+    };
+    let cert = &answer.certificate;
+    match answer.outcome.as_str() {
+        "already_revoked" => println!(
+            "{} was already revoked ({} by {}); nothing changed",
+            cert.serial,
+            cert.revocation_reason.as_deref().unwrap_or("?"),
+            cert.revoked_by.as_deref().unwrap_or("?")
+        ),
+        _ => println!("{} revoked ({})", cert.serial, cert.revocation_reason.as_deref().unwrap_or(reason)),
+    }
+    Ok(())
+}
+
+fn api_json<T: serde::de::DeserializeOwned>(config: &Config, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, String> {
+    let (status, body) = admin_client::call(&config.admin, method, path, body)?;
+    if status != StatusCode::OK {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("admin API: {status}: {message}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("admin API answer: {e}"))
+}
+
+/// `2026-11-23T17:33:01Z`
+fn rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,74 @@
+//! The `scepd` command line (clap). Every subcommand that needs the configuration takes
+//! `--config FILE`, default `./scepd.toml`.
+
+mod admin_client;
+pub mod certs;
+pub mod init;
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a bad configuration (sysexits EX_USAGE), before any port is bound.
+pub const EXIT_CONFIG: u8 = 64;
+
+/// NDES-compatible SCEP enrollment server.
+#[derive(Debug, Parser)]
+#[command(name = "scepd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new setup: CA, RA certificates, templates, store and scepd.toml.
+    Init(init::InitArgs),
+    /// Run the SCEP server (and the admin API).
+    Serve(serve::ServeArgs),
+    /// Validate scepd.toml and every template; print every problem; exit 64 on any.
+    CheckConfig(ConfigArg),
+    /// List, show and revoke issued certificates.
+    Certs(certs::CertsArgs),
+}
+
+/// `--config FILE`
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Path of scepd.toml.
+    #[arg(long, default_value = "scepd.toml")]
+    pub config: PathBuf,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Init(args) => init::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Certs(args) => certs::run(&args),
+    }
+}
+
+fn check_config(args: &ConfigArg) -> u8 {
+    match crate::config::Config::load(&args.config) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} template{})",
+                args.config.display(),
+                config.templates.len(),
+                if config.templates.len() == 1 { "" } else { "s" }
+            );
+            0
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("error: {error}");
+            }
+            EXIT_CONFIG
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `scepd serve`: loads everything once, binds the listeners, serves until SIGTERM/SIGINT,
+//! then drains in-flight requests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::EXIT_CONFIG;
+use crate::app::{App, AppLimits};
+use crate::config::Config;
+use crate::enroll::{Enroller, EnrollerParts};
+use crate::http::admin::AdminApi;
+use crate::http::server;
+use crate::keys::{self, RaIdentity};
+use crate::store::{SledStore, Store};
+
+/// Arguments of `scepd serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Path of scepd.toml. Without it and without ./scepd.toml, a development instance is
+    /// set up in ./scepd-data.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything `serve` loads before binding a port.
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// The SCEP application.
+    pub app: Arc<App>,
+    /// The admin API.
+    pub admin: Arc<AdminApi>,
+}
+
+/// Runs `scepd serve`.
+pub fn run(args: &ServeArgs) -> u8 {
+    let config_path = match config_path_or_dev_instance(args) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let loaded = match load(&config_path) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("error: {problem}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(loaded)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
+    if let Some(path) = &args.config {
+        return Ok(path.clone());
+    }
+    let default = PathBuf::from("scepd.toml");
+    if default.exists() {
+        return Ok(default);
+    }
+    let dir = PathBuf::from("scepd-data");
+    let config = dir.join("scepd.toml");
+    if !config.exists() {
+        let init = super::init::InitArgs {
+            dir: dir.clone(),
+            listen: "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?,
+            static_challenge: None,
+            ca_key: "rsa2048".into(),
+            ca_subject: "CN=scepd development CA".into(),
+            tls_name: None,
+            tls_listen: "127.0.0.1:8443".parse().map_err(|e| format!("{e}"))?,
+            legacy_algorithms: true,
+        };
+        super::init::create(&init)?;
+    }
+    println!("development instance in {} (not for production)", dir.display());
+    println!("SCEP URL:    http://127.0.0.1:8080/scep");
+    super::init::print_ca_fingerprints(&dir.join("ca.pem"));
+    let challenge = std::fs::read_to_string(dir.join("challenge.secret")).unwrap_or_default();
+    println!("challenge:   {}", challenge.trim());
+    Ok(config)
+}
+
+/// Loads configuration, keys, CA and store; every problem is returned at once.
+pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
+    let mut config = Config::load(config_path).map_err(|e| e.0)?;
+    let ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
+    let passphrase = keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
+    let ca = scepd_ca::SoftwareCa::load(&config.ca.cert, &config.ca.key, passphrase.as_deref(), config.ca.chain.as_deref())
+        .map_err(|e| vec![format!("CA: {e}")])?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path).map_err(|e| vec![e.to_string()])?);
+    let token = std::fs::read_to_string(&config.admin.token_file)
+        .map_err(|e| vec![format!("admin.token_file {}: {e}", config.admin.token_file.display())])?;
+    let templates = std::mem::take(&mut config.templates);
+    let enroller = Enroller::new(EnrollerParts {
+        ra,
+        ca: Arc::new(ca),
+        store: Arc::clone(&store),
+        templates,
+        legacy_everywhere: config.legacy_algorithms,
+        max_message_bytes: config.limits.max_body_bytes,
+    });
+    let limits = AppLimits {
+        max_queued_operations: config.limits.max_queued_operations,
+        crypto_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+    };
+    let app = App::new(enroller, &config.default_template, limits).map_err(|e| vec![e.to_string()])?;
+    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec());
+    Ok(Loaded { config, app: Arc::new(app), admin: Arc::new(admin) })
+}
+
+async fn serve(loaded: Loaded) -> Result<(), String> {
+    let Loaded { config, app, admin } = loaded;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(addr) = config.listen {
+        let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
+        tracing::info!(%addr, "SCEP over HTTP");
+        tasks.push(tokio::spawn(server::serve(listener, None, Arc::clone(&app), config.limits.clone(), stop_rx.clone())));
+    }
+    if let Some(tls) = &config.tls {
+        let acceptor = server::tls_acceptor(&tls.cert, &tls.key).map_err(|e| e.to_string())?;
+        let listener = server::bind(tls.listen).await.map_err(|e| e.to_string())?;
+        tracing::info!(addr = %tls.listen, "SCEP over HTTPS");
+        tasks.push(tokio::spawn(server::serve(listener, Some(acceptor), Arc::clone(&app), config.limits.clone(), stop_rx.clone())));
+    }
+    let admin_listener = server::bind(config.admin.listen).await.map_err(|e| e.to_string())?;
+    tracing::info!(addr = %config.admin.listen, "admin API");
+    tasks.push(tokio::spawn(server::serve(admin_listener, None, admin, config.limits.clone(), stop_rx)));
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

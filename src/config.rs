@@ -1,0 +1,631 @@
+//! Configuration: `scepd.toml` plus one TOML file per template in the templates directory.
+//!
+//! Raw (serde, `deny_unknown_fields`) types are turned into validated types once, at start-up,
+//! and every problem is reported at once (design.md §7 rule 7). Relative paths are resolved
+//! against the directory that holds `scepd.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default bound on a POSTed pkiMessage (issue 3: 2 MiB, as smallstep's maxPayloadSize).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
+/// Default bound on the HTTP request line and headers: Intune's GETs exceed 40 KB.
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 128 << 10;
+
+/// Every problem found in the configuration and the templates, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// `scepd.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The SCEP listeners and their limits.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Optional HTTPS listener.
+    pub tls: Option<RawTls>,
+    /// The admin API listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// The issuing CA.
+    pub ca: RawCa,
+    /// RA certificates; without them the CA key decrypts requests and signs replies.
+    pub ra: Option<RawRa>,
+    /// The embedded store.
+    #[serde(default)]
+    pub store: RawStore,
+    /// Where templates live and which one serves the unnamed paths.
+    #[serde(default)]
+    pub templates: RawTemplates,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Plain-HTTP listener; empty string disables it.
+    pub listen: String,
+    /// Largest POST body.
+    pub max_body_bytes: usize,
+    /// Largest request line plus headers (GET PKIOperation carries the message in the URL).
+    pub max_request_line_bytes: usize,
+    /// Connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_secs: u64,
+    /// Time a whole request (including its body) may take.
+    pub request_timeout_secs: u64,
+    /// PKIOperations waiting for a crypto thread before new ones get 503.
+    pub max_queued_operations: usize,
+    /// Accept single-DES requests on every path (RFC 8894 forbids it; old clients need it).
+    pub legacy_algorithms: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_request_line_bytes: DEFAULT_MAX_REQUEST_LINE_BYTES,
+            max_connections: 4096,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_queued_operations: 256,
+            legacy_algorithms: false,
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// HTTPS listener address.
+    pub listen: String,
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Admin API listener; keep it on loopback.
+    pub listen: String,
+    /// File holding the bearer token.
+    pub token_file: PathBuf,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".into(), token_file: "admin.token".into() }
+    }
+}
+
+/// `[ca]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    /// CA certificate, PEM.
+    pub cert: PathBuf,
+    /// CA private key, PEM (optionally encrypted).
+    pub key: PathBuf,
+    /// Certificates above the CA (PEM, issuer first), served with it.
+    pub chain: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase.
+    pub key_passphrase_env: Option<String>,
+    /// File holding the key's passphrase.
+    pub key_passphrase_file: Option<PathBuf>,
+}
+
+/// `[ra]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRa {
+    /// RA signing certificate (digitalSignature): signs CertReps.
+    pub sign_cert: PathBuf,
+    /// Its key.
+    pub sign_key: PathBuf,
+    /// RA encryption certificate (keyEncipherment): requests are encrypted to it.
+    pub encrypt_cert: PathBuf,
+    /// Its key.
+    pub encrypt_key: PathBuf,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// The sled directory.
+    pub path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self { path: "store".into() }
+    }
+}
+
+/// `[templates]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTemplates {
+    /// Directory of `<name>.toml` files.
+    pub dir: PathBuf,
+    /// Template serving `/scep`, `/cgi-bin/pkiclient.exe` and the NDES paths.
+    pub default: String,
+}
+
+impl Default for RawTemplates {
+    fn default() -> Self {
+        Self { dir: "templates".into(), default: "default".into() }
+    }
+}
+
+/// One template file (`templates/<name>.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplate {
+    /// Free text for admins.
+    #[serde(default)]
+    pub description: String,
+    /// Append the CA chain after the issued certificate in SUCCESS replies.
+    #[serde(default)]
+    pub include_chain: bool,
+    /// Accept single-DES requests on this template's path.
+    #[serde(default)]
+    pub legacy_algorithms: bool,
+    /// How requests are authorised.
+    pub challenge: RawChallenge,
+    /// NDES-style choice of template by the key usage the CSR asks for.
+    pub key_usage_routing: Option<RawRouting>,
+    /// What the CA puts in the certificate.
+    #[serde(default = "empty_issuance")]
+    pub issuance: toml::Value,
+}
+
+fn empty_issuance() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+/// `[challenge]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChallenge {
+    /// `static` (one shared secret) or `none` (no challenge: only for closed networks).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The shared secret, inline.
+    pub secret: Option<String>,
+    /// A file holding the shared secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `[key_usage_routing]`: NDES's SignatureTemplate / EncryptionTemplate / GeneralPurposeTemplate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Template for CSRs asking for digitalSignature without keyEncipherment.
+    pub signature: Option<String>,
+    /// Template for CSRs asking for keyEncipherment without digitalSignature.
+    pub encryption: Option<String>,
+    /// Template for everything else (default: this template).
+    pub general_purpose: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Directory holding scepd.toml; relative paths were resolved against it.
+    pub base_dir: PathBuf,
+    /// Plain HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// HTTPS listener.
+    pub tls: Option<TlsConfig>,
+    /// Admin API.
+    pub admin: AdminConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Single DES accepted on every path.
+    pub legacy_algorithms: bool,
+    /// CA key material locations.
+    pub ca: CaConfig,
+    /// RA key material locations.
+    pub ra: Option<RaConfig>,
+    /// Store directory.
+    pub store_path: PathBuf,
+    /// Templates by name.
+    pub templates: BTreeMap<String, Template>,
+    /// Name of the default template.
+    pub default_template: String,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest POST body.
+    pub max_body_bytes: usize,
+    /// Largest request line plus headers.
+    pub max_request_line_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Header read timeout.
+    pub header_read_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Queue bound for PKIOperations.
+    pub max_queued_operations: usize,
+}
+
+/// `[tls]`, validated.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Address.
+    pub listen: SocketAddr,
+    /// Certificate chain PEM.
+    pub cert: PathBuf,
+    /// Key PEM.
+    pub key: PathBuf,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address (loopback by default).
+    pub listen: SocketAddr,
+    /// Token file.
+    pub token_file: PathBuf,
+}
+
+/// `[ca]`, validated.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Certificate PEM.
+    pub cert: PathBuf,
+    /// Key PEM.
+    pub key: PathBuf,
+    /// Chain PEM.
+    pub chain: Option<PathBuf>,
+    /// Where the passphrase comes from.
+    pub passphrase: Passphrase,
+}
+
+/// Where a key passphrase comes from: never the command line.
+#[derive(Debug, Clone)]
+pub enum Passphrase {
+    /// Unencrypted key.
+    None,
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+}
+
+/// `[ra]`, validated.
+#[derive(Debug, Clone)]
+pub struct RaConfig {
+    /// Signing certificate.
+    pub sign_cert: PathBuf,
+    /// Signing key.
+    pub sign_key: PathBuf,
+    /// Encryption certificate.
+    pub encrypt_cert: PathBuf,
+    /// Encryption key.
+    pub encrypt_key: PathBuf,
+}
+
+/// A validated template.
+#[derive(Debug)]
+pub struct Template {
+    /// File stem; also the URL segment of `/scep/<name>`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Append the CA chain in SUCCESS replies.
+    pub include_chain: bool,
+    /// Single DES accepted on this template's path.
+    pub legacy_algorithms: bool,
+    /// How requests are authorised.
+    pub challenge: ChallengeConfig,
+    /// Key-usage routing to other templates.
+    pub routing: Routing,
+    /// The CA profile.
+    pub profile: scepd_ca::Profile,
+}
+
+/// How a template authorises requests.
+#[derive(Clone)]
+pub enum ChallengeConfig {
+    /// A shared secret.
+    Static(Vec<u8>),
+    /// No challenge.
+    None,
+}
+
+impl std::fmt::Debug for ChallengeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static(_) => f.write_str("Static(<redacted>)"),
+            Self::None => f.write_str("None"),
+        }
+    }
+}
+
+/// NDES-style routing by requested key usage.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// digitalSignature only.
+    pub signature: Option<String>,
+    /// keyEncipherment only.
+    pub encryption: Option<String>,
+    /// Everything else.
+    pub general_purpose: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `scepd.toml` and every template, reporting all problems at once.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        Self::validate(raw, base_dir)
+    }
+
+    /// Validates a parsed configuration; `base_dir` resolves relative paths.
+    pub fn validate(raw: RawConfig, base_dir: PathBuf) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+        let listen = parse_optional_addr("server.listen", &raw.server.listen, &mut errors);
+        let tls = raw.tls.as_ref().and_then(|t| {
+            let listen = parse_optional_addr("tls.listen", &t.listen, &mut errors)?;
+            Some(TlsConfig { listen, cert: resolve(&t.cert), key: resolve(&t.key) })
+        });
+        if listen.is_none() && tls.is_none() {
+            errors.push("server.listen and [tls] are both absent: nothing to serve".into());
+        }
+        let admin_listen = parse_optional_addr("admin.listen", &raw.admin.listen, &mut errors);
+        let limits = validate_limits(&raw.server, &mut errors);
+        let ca = CaConfig {
+            cert: resolve(&raw.ca.cert),
+            key: resolve(&raw.ca.key),
+            chain: raw.ca.chain.as_deref().map(&resolve),
+            passphrase: match (&raw.ca.key_passphrase_env, &raw.ca.key_passphrase_file) {
+                (Some(_), Some(_)) => {
+                    errors.push("ca: set key_passphrase_env or key_passphrase_file, not both".into());
+                    Passphrase::None
+                }
+                (Some(var), None) => Passphrase::Env(var.clone()),
+                (None, Some(file)) => Passphrase::File(resolve(file)),
+                (None, None) => Passphrase::None,
+            },
+        };
+        let ra = raw.ra.as_ref().map(|r| RaConfig {
+            sign_cert: resolve(&r.sign_cert),
+            sign_key: resolve(&r.sign_key),
+            encrypt_cert: resolve(&r.encrypt_cert),
+            encrypt_key: resolve(&r.encrypt_key),
+        });
+        check_files_exist(&ca, ra.as_ref(), tls.as_ref(), &mut errors);
+        let templates_dir = resolve(&raw.templates.dir);
+        let templates = load_templates(&templates_dir, &mut errors);
+        check_template_references(&templates, &raw.templates.default, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Self {
+            listen,
+            tls,
+            admin: AdminConfig {
+                listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
+                token_file: resolve(&raw.admin.token_file),
+            },
+            limits,
+            legacy_algorithms: raw.server.legacy_algorithms,
+            ca,
+            ra,
+            store_path: resolve(&raw.store.path),
+            templates,
+            default_template: raw.templates.default,
+            base_dir,
+        })
+    }
+}
+
+fn parse_optional_addr(key: &str, value: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    if value.is_empty() {
+        return None;
+    }
+    match value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(format!("{key}: {value:?} is not an address such as 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+fn validate_limits(server: &RawServer, errors: &mut Vec<String>) -> Limits {
+    if server.max_request_line_bytes < 8192 {
+        errors.push("server.max_request_line_bytes: at least 8192".into());
+    }
+    if server.max_body_bytes < 1024 {
+        errors.push("server.max_body_bytes: at least 1024".into());
+    }
+    for (key, value) in [
+        ("server.max_connections", server.max_connections as u64),
+        ("server.header_read_timeout_secs", server.header_read_timeout_secs),
+        ("server.request_timeout_secs", server.request_timeout_secs),
+        ("server.max_queued_operations", server.max_queued_operations as u64),
+    ] {
+        if value == 0 {
+            errors.push(format!("{key}: must be greater than 0"));
+        }
+    }
+    Limits {
+        max_body_bytes: server.max_body_bytes,
+        max_request_line_bytes: server.max_request_line_bytes,
+        max_connections: server.max_connections,
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        request_timeout: Duration::from_secs(server.request_timeout_secs),
+        max_queued_operations: server.max_queued_operations,
+    }
+}
+
+fn check_files_exist(
+    ca: &CaConfig,
+    ra: Option<&RaConfig>,
+    tls: Option<&TlsConfig>,
+    errors: &mut Vec<String>,
+) {
+    let mut files = vec![("ca.cert", &ca.cert), ("ca.key", &ca.key)];
+    if let Some(chain) = &ca.chain {
+        files.push(("ca.chain", chain));
+    }
+    if let Passphrase::File(file) = &ca.passphrase {
+        files.push(("ca.key_passphrase_file", file));
+    }
+    if let Some(ra) = ra {
+        files.extend([
+            ("ra.sign_cert", &ra.sign_cert),
+            ("ra.sign_key", &ra.sign_key),
+            ("ra.encrypt_cert", &ra.encrypt_cert),
+            ("ra.encrypt_key", &ra.encrypt_key),
+        ]);
+    }
+    if let Some(tls) = tls {
+        files.extend([("tls.cert", &tls.cert), ("tls.key", &tls.key)]);
+    }
+    for (key, path) in files {
+        if !path.is_file() {
+            errors.push(format!("{key}: {} does not exist", path.display()));
+        }
+    }
+}
+
+fn load_templates(dir: &Path, errors: &mut Vec<String>) -> BTreeMap<String, Template> {
+    let mut templates = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(format!("templates.dir: {}: {e}", dir.display()));
+            return templates;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if !is_url_safe_name(&name) {
+            errors.push(format!("{}: template names use letters, digits, '-' and '_'", path.display()));
+            continue;
+        }
+        match load_template(&path, &name) {
+            Ok(template) => {
+                templates.insert(name.to_ascii_lowercase(), template);
+            }
+            Err(mut problems) => errors.append(&mut problems),
+        }
+    }
+    templates
+}
+
+fn is_url_safe_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Reads and validates one template file, reporting every problem with the file name.
+pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
+    let prefix = |msg: String| format!("{}: {msg}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| vec![prefix(e.to_string())])?;
+    let raw: RawTemplate = toml::from_str(&text).map_err(|e| vec![prefix(e.to_string())])?;
+    let mut errors = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let challenge = validate_challenge(&raw.challenge, base).map_err(|e| errors.push(prefix(e)));
+    let profile = raw
+        .issuance
+        .try_into::<scepd_ca::RawProfile>()
+        .map_err(|e| errors.push(prefix(format!("[issuance]: {e}"))))
+        .ok()
+        .and_then(|p| p.validate(name).map_err(|e| errors.extend(e.into_iter().map(&prefix))).ok());
+    match (challenge, profile) {
+        (Ok(challenge), Some(profile)) if errors.is_empty() => Ok(Template {
+            name: name.to_ascii_lowercase(),
+            description: raw.description,
+            include_chain: raw.include_chain,
+            legacy_algorithms: raw.legacy_algorithms,
+            challenge,
+            routing: raw
+                .key_usage_routing
+                .map(|r| Routing {
+                    signature: r.signature.map(|s| s.to_ascii_lowercase()),
+                    encryption: r.encryption.map(|s| s.to_ascii_lowercase()),
+                    general_purpose: r.general_purpose.map(|s| s.to_ascii_lowercase()),
+                })
+                .unwrap_or_default(),
+            profile,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig, String> {
+    match raw.kind.as_str() {
+        "none" => Ok(ChallengeConfig::None),
+        "static" => {
+            let secret = match (&raw.secret, &raw.secret_file) {
+                (Some(s), None) => s.clone(),
+                (None, Some(file)) => {
+                    let file = if file.is_absolute() { file.clone() } else { base.join(file) };
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| format!("challenge.secret_file {}: {e}", file.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned()
+                }
+                _ => return Err("challenge: a static challenge needs exactly one of secret, secret_file".into()),
+            };
+            if secret.is_empty() {
+                return Err("challenge: the static secret is empty".into());
+            }
+            Ok(ChallengeConfig::Static(secret.into_bytes()))
+        }
+        other => Err(format!("challenge.type: {other:?} is not one of static, none")),
+    }
+}
+
+fn check_template_references(
+    templates: &BTreeMap<String, Template>,
+    default: &str,
+    errors: &mut Vec<String>,
+) {
+    if !templates.contains_key(&default.to_ascii_lowercase()) {
+        errors.push(format!("templates.default: no template named {default:?}"));
+    }
+    for template in templates.values() {
+        let r = &template.routing;
+        for target in [&r.signature, &r.encryption, &r.general_purpose].into_iter().flatten() {
+            if !templates.contains_key(target) {
+                errors.push(format!(
+                    "template {}: key_usage_routing names {target:?}, which does not exist",
+                    template.name
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! PKCSReq: from an opened message to a durable certificate (design.md §3 steps 5 to 8).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use der::{Decode, Encode};
+use openssl::sha::sha256;
+use openssl::x509::X509Req;
+use scepd_ca::{CaError, IssueRequest};
+use scepd_policy::{AllowAll, Constraints, Decision, PolicyInput, PolicyModule, StaticSecret};
+use x509_cert::ext::pkix::KeyUsage;
+use x509_cert::request::CertReq;
+
+use super::{Enroller, Refusal};
+use crate::config::{ChallengeConfig, Template};
+use crate::scep::decode::Opened;
+use crate::scep::{oids, MessageType};
+use crate::store::{CertRecord, CertStatus, StoreError, TxBegin, TxKey};
+
+/// A request the policy module approved: only [`authorize`] makes one, and the CA is called
+/// only with one, so issuance without authorisation cannot be written (design.md §3 step 7).
+pub struct Approved<'a> {
+    template: &'a Template,
+    csr_der: &'a [u8],
+    key: TxKey,
+}
+
+/// A certificate ready to deliver: fresh, or from a retried transaction.
+pub struct Delivery<'a> {
+    pub template: &'a Template,
+    pub cert_der: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub replayed: bool,
+}
+
+type Failed<'a> = (Option<&'a Template>, Refusal);
+
+/// The policy module that a template's challenge configuration asks for.
+pub fn policy_for(challenge: &ChallengeConfig) -> Arc<dyn PolicyModule> {
+    match challenge {
+        ChallengeConfig::Static(secret) => Arc::new(StaticSecret::new(secret.clone())),
+        ChallengeConfig::None => Arc::new(AllowAll),
+    }
+}
+
+/// Steps 5 to 8 for a PKCSReq that arrived on `route`'s path.
+pub fn enroll<'a>(
+    enroller: &'a Enroller,
+    route: &'a Template,
+    opened: &'a Opened,
+    now: SystemTime,
+) -> Result<Delivery<'a>, Failed<'a>> {
+    let csr_der = opened.content();
+    let csr = parse_csr(csr_der).map_err(|r| (None, r))?;
+    let template = route_by_key_usage(enroller, route, &csr);
+    let key = TxKey {
+        transaction_id: opened.reply_to().transaction_id.clone(),
+        message_type: MessageType::PkcsReq.code(),
+        csr_digest: sha256(csr_der),
+    };
+    let fail = |refusal| (Some(template), refusal);
+    match enroller.store.begin_transaction(&key, now) {
+        Ok(TxBegin::Fresh) => {}
+        Ok(TxBegin::Replay { serial }) => return replay(enroller, template, serial).map_err(fail),
+        Ok(TxBegin::Conflict) => {
+            return Err(fail(Refusal::bad_request(
+                "transactionID already used for another request",
+                "transactionID succeeded or is pending with a different CSR",
+            )))
+        }
+        Ok(TxBegin::InProgress) => {
+            return Err(fail(Refusal::bad_request(
+                "this transaction is being processed; retry later",
+                "concurrent request with the same transactionID",
+            )))
+        }
+        Err(e) => return Err(fail(Refusal::internal(format!("store: begin transaction: {e}")))),
+    }
+    let outcome = authorize(enroller, template, opened, &csr, csr_der, key.clone(), now)
+        .and_then(|approved| issue(enroller, approved, now));
+    if let Err(refusal) = &outcome {
+        record_failure(enroller, &key, refusal, now);
+    }
+    outcome.map_err(fail)
+}
+
+fn parse_csr(csr_der: &[u8]) -> Result<CertReq, Refusal> {
+    let csr = CertReq::from_der(csr_der)
+        .map_err(|e| Refusal::bad_request("the request is not a PKCS#10 CSR", format!("CSR: {e}")))?;
+    // Proof of possession: the CSR must be signed by the key it asks a certificate for.
+    let pop = X509Req::from_der(csr_der)
+        .and_then(|req| req.public_key().and_then(|key| req.verify(&key)));
+    match pop {
+        Ok(true) => Ok(csr),
+        Ok(false) | Err(_) => Err(Refusal::bad_message_check(
+            "the CSR signature does not verify",
+            "CSR self-signature invalid",
+        )),
+    }
+}
+
+/// NDES's SignatureTemplate / EncryptionTemplate / GeneralPurposeTemplate choice.
+fn route_by_key_usage<'a>(enroller: &'a Enroller, route: &'a Template, csr: &CertReq) -> &'a Template {
+    let routing = &route.routing;
+    let target = match requested_key_usage(csr) {
+        Some(ku) if ku.digital_signature() && !ku.key_encipherment() => routing.signature.as_ref(),
+        Some(ku) if ku.key_encipherment() && !ku.digital_signature() => routing.encryption.as_ref(),
+        _ => routing.general_purpose.as_ref(),
+    };
+    target.and_then(|name| enroller.templates.get(name)).unwrap_or(route)
+}
+
+/// The keyUsage in the CSR's extensionRequest, if any.
+fn requested_key_usage(csr: &CertReq) -> Option<KeyUsage> {
+    let attribute = csr.info.attributes.iter().find(|a| a.oid == oids::EXTENSION_REQUEST)?;
+    let value = attribute.values.iter().next()?;
+    let extensions = x509_cert::ext::Extensions::from_der(&value.to_der().ok()?).ok()?;
+    let ku = extensions.iter().find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE)?;
+    KeyUsage::from_der(ku.extn_value.as_bytes()).ok()
+}
+
+fn replay<'a>(enroller: &'a Enroller, template: &'a Template, serial: Vec<u8>) -> Result<Delivery<'a>, Refusal> {
+    match enroller.store.certificate(&serial) {
+        Ok(Some(record)) => Ok(Delivery { template, cert_der: record.der, serial, replayed: true }),
+        Ok(None) => Err(Refusal::internal("transaction names a certificate the store does not hold")),
+        Err(e) => Err(Refusal::internal(format!("store: {e}"))),
+    }
+}
+
+/// Step 6: the template's policy module decides, and a one-time challenge is redeemed.
+fn authorize<'a>(
+    enroller: &'a Enroller,
+    template: &'a Template,
+    opened: &'a Opened,
+    csr: &CertReq,
+    csr_der: &'a [u8],
+    key: TxKey,
+    now: SystemTime,
+) -> Result<Approved<'a>, Refusal> {
+    let challenge = scepd_policy::challenge_password(csr)
+        .map_err(|e| Refusal::bad_request("the challenge password cannot be read", e.to_string()))?;
+    let input = PolicyInput {
+        template: &template.name,
+        csr_der,
+        csr,
+        challenge: challenge.as_deref(),
+        transaction_id: &opened.reply_to().transaction_id,
+        signer_der: &opened.reply_to().signer_cert_der,
+        renewal_of: None,
+        now,
+    };
+    let policy = enroller
+        .policies
+        .get(&template.name)
+        .ok_or_else(|| Refusal::internal(format!("no policy module for template {}", template.name)))?;
+    let approval = match policy.evaluate(&input) {
+        Decision::Approve(approval) => approval,
+        Decision::Deny(denial) => {
+            return Err(Refusal::bad_request("the request was not approved", denial.to_string()))
+        }
+    };
+    require_no_constraints(&approval.constraints)?;
+    if let Some(redemption) = &approval.redeem {
+        match enroller.store.redeem_once(&redemption.id, redemption.forget_after, now) {
+            Ok(true) => {}
+            Ok(false) => return Err(Refusal::bad_request("the challenge was already used", "one-time challenge reused")),
+            Err(e) => return Err(Refusal::internal(format!("store: redeem: {e}"))),
+        }
+    }
+    Ok(Approved { template, csr_der, key })
+}
+
+/// Constraints come with signed challenges (a later issue). Until the RA enforces them,
+/// a module that grants any is refused rather than silently ignored: fail closed.
+fn require_no_constraints(constraints: &Constraints) -> Result<(), Refusal> {
+    if *constraints == Constraints::default() {
+        Ok(())
+    } else {
+        Err(Refusal::internal("policy module returned constraints this RA cannot enforce yet"))
+    }
+}
+
+/// Steps 7 and 8: the CA signs; certificate and transaction become durable together.
+fn issue<'a>(enroller: &'a Enroller, approved: Approved<'a>, now: SystemTime) -> Result<Delivery<'a>, Refusal> {
+    let request = IssueRequest { csr_der: approved.csr_der, profile: &approved.template.profile, now };
+    // A duplicate serial (128 random bits) is astronomically unlikely; one retry covers it.
+    for _attempt in 0..2 {
+        let issued = enroller.ca.issue(&request).map_err(refusal_for_ca_error)?;
+        let record = CertRecord {
+            serial: issued.serial.clone(),
+            der: issued.der.clone(),
+            subject: issued.subject.clone(),
+            sans: issued.sans.clone(),
+            template: approved.template.name.clone(),
+            transaction_id: approved.key.transaction_id.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            status: CertStatus::Valid,
+        };
+        match enroller.store.record_issued(&approved.key, &record) {
+            Ok(()) => {
+                return Ok(Delivery {
+                    template: approved.template,
+                    cert_der: issued.der,
+                    serial: issued.serial,
+                    replayed: false,
+                })
+            }
+            Err(StoreError::DuplicateSerial(_)) => continue,
+            Err(e) => return Err(Refusal::internal(format!("store: record issued: {e}"))),
+        }
+    }
+    Err(Refusal::internal("serial collision twice in a row"))
+}
+
+/// The CA refuses CSRs that break the template (key size, SAN types...): a policy matter
+/// for the client, badRequest. Anything else is ours: logged with the reference.
+fn refusal_for_ca_error(error: CaError) -> Refusal {
+    match error {
+        CaError::BadCsrSignature => Refusal::bad_message_check("the CSR signature does not verify", error.to_string()),
+        CaError::UnsupportedAlgorithm(_) => Refusal::bad_alg("algorithm not supported", error.to_string()),
+        CaError::MalformedCsr(_) | CaError::ProfileViolation { .. } | CaError::InvalidName(_) => {
+            Refusal::bad_request("the request does not satisfy the template", error.to_string())
+        }
+        _ => Refusal::internal(format!("CA: {error}")),
+    }
+}
+
+fn record_failure(enroller: &Enroller, key: &TxKey, refusal: &Refusal, now: SystemTime) {
+    if let Err(e) = enroller.store.record_failure(key, refusal.fail_info.code(), refusal.text, now) {
+        // Never drop a side effect's error (design.md §7 rule 8).
+        tracing::error!(transaction_id = %key.transaction_id, error = %e, "could not record a failed transaction");
+    }
+}

@@ -1,0 +1,264 @@
+//! The enrollment cycle (design.md §3): `Received -> Verified -> Opened -> Approved -> Issued`.
+//!
+//! Runs on the crypto pool, never on the reactor: every step here is synchronous and
+//! CPU-bound. The failInfo is chosen in exactly one place ([`Refusal`]).
+
+mod approve;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use scepd_ca::CaBackend;
+use scepd_policy::PolicyModule;
+
+use crate::config::Template;
+use crate::keys::RaIdentity;
+use crate::scep::decode::{self, Limits, ReplyTo};
+use crate::scep::reply::{self, Outcome, ReplySigner};
+use crate::scep::{ContentCipher, FailInfo, MessageType};
+use crate::store::Store;
+
+pub use approve::Approved;
+
+/// Why a request is refused: the failInfo for the wire, a short text for the client, and the
+/// full cause for the log. Built only here, so the mapping of design.md §4 lives in one file.
+#[derive(Debug)]
+pub struct Refusal {
+    /// failInfo on the wire.
+    pub fail_info: FailInfo,
+    /// failInfoText: short and generic.
+    pub text: &'static str,
+    /// The whole story, for tracing only.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// Bad signature, digest mismatch, bad CSR self-signature, any envelope failure.
+    pub fn bad_message_check(text: &'static str, detail: impl Into<String>) -> Self {
+        Self { fail_info: FailInfo::BadMessageCheck, text, detail: detail.into() }
+    }
+    /// Unsupported or disallowed algorithm.
+    pub fn bad_alg(text: &'static str, detail: impl Into<String>) -> Self {
+        Self { fail_info: FailInfo::BadAlg, text, detail: detail.into() }
+    }
+    /// Policy denial, reuse, conflicts, unsupported message types.
+    pub fn bad_request(text: &'static str, detail: impl Into<String>) -> Self {
+        Self { fail_info: FailInfo::BadRequest, text, detail: detail.into() }
+    }
+    /// CA, store or key failure: still badRequest on the wire (design.md §4), with the
+    /// transactionID as the reference an admin can find in the log.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self {
+            fail_info: FailInfo::BadRequest,
+            text: "internal error; the administrator can find this transactionID in the log",
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What one PKIOperation produced, for the HTTP layer and the request log.
+#[derive(Debug)]
+pub enum PkiReply {
+    /// Not even a ReplyTo could be read: HTTP 400.
+    Unreadable(String),
+    /// A signed CertRep.
+    CertRep {
+        /// The DER pkiMessage.
+        der: Vec<u8>,
+        /// What happened, for the log.
+        summary: Summary,
+    },
+    /// The reply could not be signed (a key problem on our side): HTTP 503.
+    Unavailable(String),
+}
+
+/// One request's outcome, logged once by the HTTP layer.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// messageType of the request.
+    pub message_type: Option<MessageType>,
+    /// transactionID.
+    pub transaction_id: String,
+    /// Template that handled it.
+    pub template: String,
+    /// success, failure or pending.
+    pub outcome: &'static str,
+    /// failInfo of a failure.
+    pub fail_info: Option<FailInfo>,
+    /// The cause of a failure.
+    pub detail: String,
+    /// Serial of the issued certificate (uppercase hex).
+    pub serial: Option<String>,
+    /// Whether this answered a retry from the stored transaction.
+    pub replayed: bool,
+}
+
+/// Everything the cycle needs, built once at start-up and shared read-only.
+pub struct Enroller {
+    ra: RaIdentity,
+    ca: Arc<dyn CaBackend>,
+    store: Arc<dyn Store>,
+    templates: BTreeMap<String, Template>,
+    policies: BTreeMap<String, Arc<dyn PolicyModule>>,
+    legacy_everywhere: bool,
+    limits: Limits,
+}
+
+/// The pieces an [`Enroller`] is built from.
+pub struct EnrollerParts {
+    /// RA keys.
+    pub ra: RaIdentity,
+    /// The CA backend.
+    pub ca: Arc<dyn CaBackend>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Templates by lowercase name.
+    pub templates: BTreeMap<String, Template>,
+    /// Single DES accepted on every path.
+    pub legacy_everywhere: bool,
+    /// Largest pkiMessage.
+    pub max_message_bytes: usize,
+}
+
+impl Enroller {
+    /// Wires the parts; one policy module per template.
+    pub fn new(parts: EnrollerParts) -> Self {
+        let policies = parts
+            .templates
+            .iter()
+            .map(|(name, t)| (name.clone(), approve::policy_for(&t.challenge)))
+            .collect();
+        Self {
+            ra: parts.ra,
+            ca: parts.ca,
+            store: parts.store,
+            templates: parts.templates,
+            policies,
+            legacy_everywhere: parts.legacy_everywhere,
+            limits: Limits { max_message_bytes: parts.max_message_bytes },
+        }
+    }
+
+    /// The RA identity (for GetCACert).
+    pub fn ra(&self) -> &RaIdentity {
+        &self.ra
+    }
+
+    /// The CA backend (for GetCACert).
+    pub fn ca(&self) -> &Arc<dyn CaBackend> {
+        &self.ca
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The template of this name, if configured.
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.templates.get(name)
+    }
+
+    /// Steps 2 to 10 for one pkiMessage that arrived on `route`'s path.
+    pub fn pki_operation(&self, route: &Template, message: &[u8], now: SystemTime) -> PkiReply {
+        let received = match decode::decode(message, &self.limits) {
+            Ok(received) => received,
+            Err(Err(unreadable)) => return PkiReply::Unreadable(unreadable.to_string()),
+            Err(Ok(rejected)) => {
+                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                return self.refuse(&rejected.reply_to, None, ContentCipher::Aes128Cbc, route, refusal);
+            }
+        };
+        let message_type = received.message_type();
+        let verified = match received.verify() {
+            Ok(verified) => verified,
+            Err(rejected) => {
+                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
+            }
+        };
+        let recipients: Vec<_> = self
+            .ra
+            .decrypters
+            .iter()
+            .map(|pair| crate::scep::envelope::RecipientKey { cert_der: &pair.cert_der, key: &pair.key })
+            .collect();
+        let legacy = self.legacy_everywhere || route.legacy_algorithms;
+        let opened = match verified.open(&recipients, legacy) {
+            Ok(opened) => opened,
+            Err(rejected) => {
+                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
+            }
+        };
+        let reply_to = opened.reply_to().clone();
+        let cipher = opened.cipher();
+        match message_type {
+            MessageType::PkcsReq => match approve::enroll(self, route, &opened, now) {
+                Ok(issued) => self.succeed(&reply_to, cipher, issued),
+                Err((template, refusal)) => self.refuse(&reply_to, Some(message_type), cipher, template.unwrap_or(route), refusal),
+            },
+            // Allow-list dispatch (CVE-2026-30836): anything else is refused before any policy.
+            other => {
+                let refusal = Refusal::bad_request("message type not supported", format!("{other} not supported"));
+                self.refuse(&reply_to, Some(other), cipher, route, refusal)
+            }
+        }
+    }
+
+    fn signer(&self) -> ReplySigner<'_> {
+        ReplySigner { cert_der: &self.ra.signer.cert_der, key: &self.ra.signer.key }
+    }
+
+    fn succeed(&self, reply_to: &ReplyTo, cipher: ContentCipher, issued: approve::Delivery<'_>) -> PkiReply {
+        let mut certs: Vec<&[u8]> = vec![&issued.cert_der];
+        if issued.template.include_chain {
+            certs.extend(self.ca.chain().iter().map(Vec::as_slice));
+        }
+        let summary = Summary {
+            message_type: Some(MessageType::PkcsReq),
+            transaction_id: reply_to.transaction_id.clone(),
+            template: issued.template.name.clone(),
+            outcome: "success",
+            serial: Some(scepd_ca::serial_hex(&issued.serial)),
+            replayed: issued.replayed,
+            ..Summary::default()
+        };
+        match reply::encode_cert_rep(reply_to, &Outcome::Success { certs: &certs }, cipher, &self.signer()) {
+            Ok(der) => PkiReply::CertRep { der, summary },
+            // The requester's signer key cannot receive a key-transport envelope (not RSA).
+            Err(e) => self.refuse(
+                reply_to,
+                Some(MessageType::PkcsReq),
+                cipher,
+                issued.template,
+                Refusal::bad_alg("cannot encrypt the reply to the signer's key", e.to_string()),
+            ),
+        }
+    }
+
+    fn refuse(
+        &self,
+        reply_to: &ReplyTo,
+        message_type: Option<MessageType>,
+        cipher: ContentCipher,
+        template: &Template,
+        refusal: Refusal,
+    ) -> PkiReply {
+        let outcome = Outcome::Failure { fail_info: refusal.fail_info, text: refusal.text };
+        let summary = Summary {
+            message_type,
+            transaction_id: reply_to.transaction_id.clone(),
+            template: template.name.clone(),
+            outcome: "failure",
+            fail_info: Some(refusal.fail_info),
+            detail: refusal.detail,
+            ..Summary::default()
+        };
+        match reply::encode_cert_rep(reply_to, &outcome, cipher, &self.signer()) {
+            Ok(der) => PkiReply::CertRep { der, summary },
+            Err(e) => PkiReply::Unavailable(format!("cannot sign a FAILURE reply: {e}")),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The admin API: its own listener (loopback by default), a bearer token from a file.
+//! sled lets one process open the store, so while `serve` runs the CLI goes through here.
+//!
+//! - `GET  /v1/certs`                    every issued certificate
+//! - `GET  /v1/certs/{serial}`           one (serial in hex)
+//! - `POST /v1/certs/{serial}/revoke`    body `{"reason": "keyCompromise", "by": "alice"}`
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::server::Handler;
+use crate::store::{CertRecord, CertStatus, RevokeOutcome, Store};
+
+/// One certificate as the API and the CLI show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertView {
+    /// Uppercase hex, no separators.
+    pub serial: String,
+    /// `valid`, `revoked` or `expired`.
+    pub status: String,
+    /// RFC 4514.
+    pub subject: String,
+    /// `type:value`.
+    pub sans: Vec<String>,
+    /// Template name.
+    pub template: String,
+    /// SCEP transactionID.
+    pub transaction_id: String,
+    /// Seconds since the Unix epoch.
+    pub not_before: u64,
+    /// Seconds since the Unix epoch.
+    pub not_after: u64,
+    /// Revocation time, seconds since the Unix epoch.
+    pub revoked_at: Option<u64>,
+    /// RFC 5280 reason name.
+    pub revocation_reason: Option<String>,
+    /// Who asked.
+    pub revoked_by: Option<String>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl CertView {
+    /// The view of a stored record at time `now`.
+    pub fn new(record: &CertRecord, now: SystemTime) -> Self {
+        let (status, revoked_at, reason, by) = match &record.status {
+            CertStatus::Revoked { at, reason, by } => ("revoked", Some(unix(*at)), Some(reason.clone()), Some(by.clone())),
+            CertStatus::Valid if record.not_after < now => ("expired", None, None, None),
+            CertStatus::Valid => ("valid", None, None, None),
+        };
+        Self {
+            serial: scepd_ca::serial_hex(&record.serial),
+            status: status.into(),
+            subject: record.subject.clone(),
+            sans: record.sans.clone(),
+            template: record.template.clone(),
+            transaction_id: record.transaction_id.clone(),
+            not_before: unix(record.not_before),
+            not_after: unix(record.not_after),
+            revoked_at,
+            revocation_reason: reason,
+            revoked_by: by,
+        }
+    }
+}
+
+/// Body of a revocation request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeBody {
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// Who asks (recorded).
+    pub by: String,
+}
+
+/// Answer to a revocation request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeAnswer {
+    /// `revoked` or `already_revoked`.
+    pub outcome: String,
+    /// The certificate after the call.
+    pub certificate: CertView,
+}
+
+/// What a revocation did, shared by the API and the CLI's direct path.
+pub enum RevokeResult {
+    /// Revoked now, or before.
+    Done(RevokeAnswer),
+    /// No such serial.
+    NotFound,
+    /// The reason is not an RFC 5280 name.
+    BadReason(String),
+    /// The store failed.
+    Failed(String),
+}
+
+/// Revokes `serial` in the store: records time, reason and who asked. Twice is harmless.
+pub fn revoke(store: &dyn Store, serial: &[u8], reason: &str, by: &str, now: SystemTime) -> RevokeResult {
+    let reason = match reason.parse::<scepd_ca::RevocationReason>() {
+        Ok(reason) => reason.to_string(),
+        Err(_) => return RevokeResult::BadReason(reason.to_owned()),
+    };
+    let outcome = match store.revoke(serial, &reason, by, now) {
+        Ok(RevokeOutcome::NotFound) => return RevokeResult::NotFound,
+        Ok(RevokeOutcome::Revoked) => "revoked",
+        Ok(RevokeOutcome::AlreadyRevoked { .. }) => "already_revoked",
+        Err(e) => return RevokeResult::Failed(e.to_string()),
+    };
+    match store.certificate(serial) {
+        Ok(Some(record)) => {
+            RevokeResult::Done(RevokeAnswer { outcome: outcome.into(), certificate: CertView::new(&record, now) })
+        }
+        Ok(None) => RevokeResult::NotFound,
+        Err(e) => RevokeResult::Failed(e.to_string()),
+    }
+}
+
+/// The admin API handler.
+pub struct AdminApi {
+    store: Arc<dyn Store>,
+    token: Vec<u8>,
+}
+
+impl AdminApi {
+    /// `token` is the bearer token's exact bytes.
+    pub fn new(store: Arc<dyn Store>, token: Vec<u8>) -> Self {
+        Self { store, token }
+    }
+
+    fn authorized(&self, request: &Request<Bytes>) -> bool {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare digests so that neither content nor length leaks through timing.
+        let a = openssl::sha::sha256(presented.as_bytes());
+        let b = openssl::sha::sha256(&self.token);
+        !self.token.is_empty() && bool::from(a.ct_eq(&b))
+    }
+
+    fn route(&self, request: Request<Bytes>) -> Response<Bytes> {
+        if !self.authorized(&request) {
+            return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+        let now = SystemTime::now();
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["v1", "certs"]) => self.list(now),
+            (&Method::GET, ["v1", "certs", serial]) => self.show(serial, now),
+            (&Method::POST, ["v1", "certs", serial, "revoke"]) => self.revoke(serial, request.body(), now),
+            _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn list(&self, now: SystemTime) -> Response<Bytes> {
+        match self.store.certificates() {
+            Ok(records) => json(StatusCode::OK, &records.iter().map(|r| CertView::new(r, now)).collect::<Vec<_>>()),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    fn show(&self, serial: &str, now: SystemTime) -> Response<Bytes> {
+        let Some(serial) = parse_serial(serial) else {
+            return json_error(StatusCode::BAD_REQUEST, "serial must be hex");
+        };
+        match self.store.certificate(&serial) {
+            Ok(Some(record)) => json(StatusCode::OK, &CertView::new(&record, now)),
+            Ok(None) => json_error(StatusCode::NOT_FOUND, "no certificate with this serial"),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    fn revoke(&self, serial: &str, body: &Bytes, now: SystemTime) -> Response<Bytes> {
+        let Some(serial) = parse_serial(serial) else {
+            return json_error(StatusCode::BAD_REQUEST, "serial must be hex");
+        };
+        let Ok(body) = serde_json::from_slice::<RevokeBody>(body) else {
+            return json_error(StatusCode::BAD_REQUEST, "body must be {\"reason\": ..., \"by\": ...}");
+        };
+        match revoke(&*self.store, &serial, &body.reason, &body.by, now) {
+            RevokeResult::Done(answer) => {
+                tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
+                json(StatusCode::OK, &answer)
+            }
+            RevokeResult::NotFound => json_error(StatusCode::NOT_FOUND, "no certificate with this serial"),
+            RevokeResult::BadReason(r) => json_error(StatusCode::BAD_REQUEST, &format!("unknown reason {r:?}")),
+            RevokeResult::Failed(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        }
+    }
+}
+
+/// Parses a serial given in hex, with or without `:` separators, any case.
+pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
+    let cleaned: String = text.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(cleaned).ok()?;
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+impl Handler for AdminApi {
+    fn call(&self, request: Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>> {
+        Box::pin(async move { self.route(request) })
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Bytes> {
+    json(status, &serde_json::json!({ "error": message }))
+}

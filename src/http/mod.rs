@@ -1,0 +1,5 @@
+//! The hyper front: listeners, limits, TLS, graceful shutdown, and the admin API.
+
+pub mod admin;
+pub mod request;
+pub mod server;
