@@ -90,38 +90,38 @@ impl App {
                 None => return plain(StatusCode::BAD_REQUEST, "unknown operation\n"),
             },
         };
-        let response = match (request.method(), operation) {
+        let (response, summary) = match (request.method(), operation) {
             (&Method::GET | &Method::HEAD, Operation::GetCaCaps) => {
-                typed(StatusCode::OK, "text/plain", self.caps.clone())
+                (typed(StatusCode::OK, "text/plain", self.caps.clone()), None)
             }
             (&Method::GET | &Method::HEAD, Operation::GetCaCert) => {
-                typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone())
+                (typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone()), None)
             }
             // Not advertised: no next CA exists until rollover is implemented.
-            (_, Operation::GetNextCaCert) => plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
+            (_, Operation::GetNextCaCert) => (plain(StatusCode::NOT_FOUND, "no next CA certificate\n"), None),
             (&Method::GET, Operation::PkiOperation) => match query.message.as_deref().and_then(request::decode_message) {
                 Some(message) => self.pki_operation(template, message).await,
-                None => plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"),
+                None => (plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"), None),
             },
             (&Method::POST, Operation::PkiOperation) => {
                 self.pki_operation(template, request.into_body().to_vec()).await
             }
-            _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            _ => (plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"), None),
         };
-        tracing::debug!(operation = operation.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        log_request(operation, &template.name, response.status(), summary.as_ref(), started);
         response
     }
 
     /// Runs the CPU-bound cycle on the blocking pool, bounded twice: admission (queue) and
     /// crypto threads (one per core).
-    async fn pki_operation(&self, template: &Template, message: Vec<u8>) -> Response<Bytes> {
+    async fn pki_operation(&self, template: &Template, message: Vec<u8>) -> (Response<Bytes>, Option<Summary>) {
         let Ok(_admitted) = self.admission.try_acquire() else {
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "busy; retry\n");
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return response;
+            return (response, None);
         };
         let Ok(_running) = self.crypto.acquire().await else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+            return (plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"), None);
         };
         let enroller = Arc::clone(&self.enroller);
         let template_name = template.name.clone();
@@ -135,43 +135,50 @@ impl App {
             Ok(reply) => pki_response(reply),
             Err(e) => {
                 tracing::error!(error = %e, "PKIOperation task failed");
-                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n")
+                (plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"), None)
             }
         }
     }
 }
 
-fn pki_response(reply: PkiReply) -> Response<Bytes> {
+fn pki_response(reply: PkiReply) -> (Response<Bytes>, Option<Summary>) {
     match reply {
-        PkiReply::CertRep { der, summary } => {
-            log_summary(&summary);
-            typed(StatusCode::OK, media::PKI_MESSAGE, Bytes::from(der))
-        }
+        PkiReply::CertRep { der, summary } => (typed(StatusCode::OK, media::PKI_MESSAGE, Bytes::from(der)), Some(summary)),
         PkiReply::Unreadable(reason) => {
-            tracing::info!(operation = "PKIOperation", outcome = "unreadable", detail = %reason, "request");
-            plain(StatusCode::BAD_REQUEST, "the pkiMessage cannot be read\n")
+            let summary = Summary { outcome: "unreadable", detail: reason, ..Summary::default() };
+            (plain(StatusCode::BAD_REQUEST, "the pkiMessage cannot be read\n"), Some(summary))
         }
         PkiReply::Unavailable(reason) => {
-            tracing::error!(operation = "PKIOperation", outcome = "unavailable", detail = %reason, "request");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n")
+            tracing::error!(detail = %reason, "PKIOperation cannot be answered");
+            let summary = Summary { outcome: "unavailable", detail: reason, ..Summary::default() };
+            (plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"), Some(summary))
         }
     }
 }
 
-/// One line per PKIOperation (issue 3 item 8): never the challenge, never key material.
-fn log_summary(summary: &Summary) {
+/// One line per SCEP request (issue 3 item 8): operation, transactionID, template, outcome,
+/// failInfo. Never the challenge, never key material.
+fn log_request(operation: Operation, route: &str, status: StatusCode, summary: Option<&Summary>, started: Instant) {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let Some(summary) = summary else {
+        tracing::info!(operation = operation.as_str(), template = route, status = status.as_u16(), elapsed_ms, "request");
+        return;
+    };
     let message_type = summary.message_type.map(|m| m.to_string()).unwrap_or_default();
     let fail_info = summary.fail_info.map(|f| f.to_string()).unwrap_or_default();
+    let template = if summary.template.is_empty() { route } else { summary.template.as_str() };
     tracing::info!(
-        operation = "PKIOperation",
+        operation = operation.as_str(),
         message_type,
         transaction_id = %summary.transaction_id,
-        template = %summary.template,
+        template,
+        status = status.as_u16(),
         outcome = summary.outcome,
         fail_info,
         serial = summary.serial.as_deref().unwrap_or(""),
         replayed = summary.replayed,
         detail = %summary.detail,
+        elapsed_ms,
         "request"
     );
 }

@@ -46,6 +46,19 @@ impl Refusal {
     pub fn bad_request(text: &'static str, detail: impl Into<String>) -> Self {
         Self { fail_info: FailInfo::BadRequest, text, detail: detail.into() }
     }
+    /// A rejection from the codec: its detail goes to the log only, the client gets a
+    /// generic text for the failInfo (details could help an attacker).
+    pub fn from_codec(rejected: &decode::Rejected) -> Self {
+        let text = match rejected.fail_info {
+            FailInfo::BadAlg => "algorithm not supported",
+            FailInfo::BadMessageCheck => "message check failed",
+            FailInfo::BadTime => "signing time out of range",
+            FailInfo::BadCertId => "no such certificate",
+            FailInfo::BadRequest => "request not supported",
+        };
+        Self { fail_info: rejected.fail_info, text, detail: rejected.detail.into() }
+    }
+
     /// CA, store or key failure: still badRequest on the wire (design.md §4), with the
     /// transactionID as the reference an admin can find in the log.
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -166,7 +179,7 @@ impl Enroller {
             Ok(received) => received,
             Err(Err(unreadable)) => return PkiReply::Unreadable(unreadable.to_string()),
             Err(Ok(rejected)) => {
-                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                let refusal = Refusal::from_codec(&rejected);
                 return self.refuse(&rejected.reply_to, None, ContentCipher::Aes128Cbc, route, refusal);
             }
         };
@@ -174,7 +187,7 @@ impl Enroller {
         let verified = match received.verify() {
             Ok(verified) => verified,
             Err(rejected) => {
-                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                let refusal = Refusal::from_codec(&rejected);
                 return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
             }
         };
@@ -188,7 +201,7 @@ impl Enroller {
         let opened = match verified.open(&recipients, legacy) {
             Ok(opened) => opened,
             Err(rejected) => {
-                let refusal = Refusal { fail_info: rejected.fail_info, text: rejected.detail, detail: rejected.detail.into() };
+                let refusal = Refusal::from_codec(&rejected);
                 return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
             }
         };
