@@ -1,10 +1,19 @@
 //! Sans-IO SCEP codec (RFC 8894): takes bytes, keys, time and randomness; returns values.
 //! Knows nothing of tokio, hyper, files or the clock.
 
+pub mod attributes;
 pub mod ber;
+pub mod client;
 pub mod crypto;
+pub mod decode;
+pub mod envelope;
 pub mod csr;
 pub mod oids;
+pub mod reply;
+pub mod signed;
+#[cfg(test)]
+mod testing;
+pub mod wire;
 
 use std::fmt;
 
@@ -152,3 +161,6 @@ impl fmt::Display for FailInfo {
 }
 
 pub use crypto::{ContentCipher, DigestAlg, KeyTransport};
+pub use decode::{decode, DecodeError, Limits, Opened, Received, Rejected, ReplyTo, Verified};
+pub use envelope::RecipientKey;
+pub use reply::{certs_only, encode_cert_rep, encode_cert_rep_at, EncodeError, Outcome, ReplySigner};
