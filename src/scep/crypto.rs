@@ -330,7 +330,35 @@ pub fn verify<T: HasPublic>(
     if key.id() == Id::RSA {
         verifier.set_rsa_padding(Padding::PKCS1)?;
     }
-    Ok(verifier.verify_oneshot(signature, data).unwrap_or(false))
+    let valid = verifier.verify_oneshot(signature, data).unwrap_or(false);
+    Ok(valid || (key.id() == Id::RSA && rsa_digest_info_without_null_matches(key, digest, data, signature)))
+}
+
+/// RFC 8017 §9.2 note 1: the DigestInfo's AlgorithmIdentifier may carry NULL parameters or
+/// none, and verifiers should accept both. OpenSSL only accepts NULL; some signers (older
+/// wolfSSL, embedded stacks) omit it. So, after OpenSSL said no, recover the DigestInfo
+/// with the public key and compare it with the parameter-less encoding.
+fn rsa_digest_info_without_null_matches<T: HasPublic>(
+    key: &PKeyRef<T>,
+    digest: DigestAlg,
+    data: &[u8],
+    signature: &[u8],
+) -> bool {
+    use der::Encode;
+    let expected = digest.digest(data).ok().and_then(|hash| {
+        let digest_info = super::wire::DigestInfo {
+            algorithm: super::wire::algorithm(digest.oid(), None),
+            digest: der::asn1::OctetString::new(hash).ok()?,
+        };
+        digest_info.to_der().ok()
+    });
+    let recovered = key.rsa().ok().and_then(|rsa| {
+        let mut out = vec![0; usize::try_from(rsa.size()).ok()?];
+        let len = rsa.public_decrypt(signature, &mut out, Padding::PKCS1).ok()?;
+        out.truncate(len);
+        Some(out)
+    });
+    matches!((expected, recovered), (Some(expected), Some(recovered)) if expected == recovered)
 }
 
 /// Cryptographically secure random bytes (openssl's DRBG).

@@ -419,3 +419,99 @@ fn signature_algorithm(
         _ => Ok(wire::algorithm(digest.signature_oid(key)?, None)),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::scep::client::{build_request, RequestOptions};
+    use crate::scep::testing::pki;
+    use crate::scep::wire::DigestInfo;
+    use crate::scep::{ContentCipher, KeyTransport, MessageType};
+
+    fn request_der() -> Vec<u8> {
+        let options = RequestOptions {
+            message_type: MessageType::PkcsReq,
+            transaction_id: "ORDER-TEST".into(),
+            digest: DigestAlg::Sha256,
+            cipher: ContentCipher::Aes128Cbc,
+            key_transport: KeyTransport::RsaPkcs1v15,
+            recipient_by_ski: false,
+        };
+        build_request(&pki().csr, &pki().ra.der(), &pki().client, &options)
+            .unwrap()
+            .der
+    }
+
+    /// Re-encodes the request with its signed attributes in reverse (non-DER) order; signs
+    /// the reversed bytes when `sign_as_sent`, else keeps the signature over the sorted ones.
+    fn with_reversed_attributes(sign_as_sent: bool) -> Vec<u8> {
+        let info = ContentInfo::from_der(&request_der()).unwrap();
+        let mut signed_data: SignedData = wire::decode_any(&info.content).unwrap();
+        let signer_info = signed_data.signer_infos.0.first_mut().unwrap();
+        let mut attributes = signer_info
+            .signed_attrs
+            .as_ref()
+            .unwrap()
+            .attributes()
+            .to_vec();
+        attributes.reverse();
+        let reversed = RawAttributes::in_given_order(&attributes).unwrap();
+        if sign_as_sent {
+            let signature = crypto::sign(
+                &pki().client.key,
+                DigestAlg::Sha256,
+                &reversed.signed_bytes().unwrap(),
+            )
+            .unwrap();
+            signer_info.signature = OctetString::new(signature).unwrap();
+        }
+        signer_info.signed_attrs = Some(reversed);
+        wrap_signed_data(&signed_data).unwrap()
+    }
+
+    fn verify(der: &[u8]) -> Result<DigestAlg, VerifyError> {
+        let message = SignedMessage::parse(der).unwrap();
+        let (_, signer) = message.signer_certificate().unwrap();
+        message.verify(&signer)
+    }
+
+    #[test]
+    fn signature_is_checked_over_the_attributes_as_received() {
+        assert_eq!(
+            verify(&with_reversed_attributes(true)),
+            Ok(DigestAlg::Sha256)
+        );
+        // Signed sorted, sent reversed: a verifier that re-encoded would wrongly accept it.
+        assert_eq!(
+            verify(&with_reversed_attributes(false)),
+            Err(VerifyError::BadMessageCheck("signature"))
+        );
+    }
+
+    #[test]
+    fn digest_info_without_null_parameters_is_accepted() {
+        let message = SignedMessage::parse(&request_der()).unwrap();
+        let signed_bytes = message.signed_attrs.signed_bytes().unwrap();
+        let hash = DigestAlg::Sha256.digest(&signed_bytes).unwrap();
+        // DigestInfo ::= SEQUENCE { AlgorithmIdentifier (no parameters), OCTET STRING }
+        let digest_info = DigestInfo {
+            algorithm: wire::algorithm(DigestAlg::Sha256.oid(), None),
+            digest: OctetString::new(hash).unwrap(),
+        };
+        let rsa = pki().client.key.rsa().unwrap();
+        let mut signature = vec![0; rsa.size() as usize];
+        let len = rsa
+            .private_encrypt(
+                &digest_info.to_der().unwrap(),
+                &mut signature,
+                openssl::rsa::Padding::PKCS1,
+            )
+            .unwrap();
+        signature.truncate(len);
+        let mut message = message;
+        message.signer_info.signature = OctetString::new(signature).unwrap();
+        let (_, signer) = message.signer_certificate().unwrap();
+        assert_eq!(message.verify(&signer), Ok(DigestAlg::Sha256));
+    }
+}

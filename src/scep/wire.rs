@@ -93,6 +93,20 @@ impl RawAttributes {
         })
     }
 
+    /// Keeps `attributes` in the given order, as a legacy signer that does not sort would
+    /// send them. Only for tests of the verifier.
+    #[cfg(test)]
+    pub fn in_given_order(attributes: &[Attribute]) -> der::Result<Self> {
+        let mut contents = Vec::new();
+        for attribute in attributes {
+            attribute.encode_to_vec(&mut contents)?;
+        }
+        Ok(Self {
+            contents,
+            attributes: attributes.to_vec(),
+        })
+    }
+
     /// The bytes the signature covers: the attributes with an explicit SET tag (0x31)
     /// instead of the `[0] IMPLICIT` tag they travel with (RFC 5652 §5.4).
     pub fn signed_bytes(&self) -> der::Result<Vec<u8>> {
@@ -322,4 +336,17 @@ pub fn decode_any<T: for<'a> Decode<'a>>(any: &Any) -> der::Result<T> {
 /// An `AlgorithmIdentifier` with the given parameters.
 pub fn algorithm(oid: Oid, parameters: Option<Any>) -> AlgorithmIdentifierOwned {
     AlgorithmIdentifierOwned { oid, parameters }
+}
+
+/// `DigestInfo` inside an RSASSA-PKCS1-v1_5 signature (RFC 8017 §9.2):
+///
+/// ```text
+/// DigestInfo ::= SEQUENCE {
+///     digestAlgorithm DigestAlgorithmIdentifier,
+///     digest OCTET STRING }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct DigestInfo {
+    pub algorithm: AlgorithmIdentifierOwned,
+    pub digest: OctetString,
 }
