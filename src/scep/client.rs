@@ -546,8 +546,65 @@ mod tests {
             select_ra_certs(&[ra.clone(), ca.clone()]).unwrap(),
             (ra.clone(), ra)
         );
-        assert_eq!(select_ra_certs(std::slice::from_ref(&ca)).unwrap(), (ca.clone(), ca));
+        assert_eq!(
+            select_ra_certs(std::slice::from_ref(&ca)).unwrap(),
+            (ca.clone(), ca)
+        );
         assert!(select_ra_certs(&[]).is_err());
+    }
+
+    /// A SUCCESS as micromdm 2.1.0 sends it: content encrypted with single DES, signature
+    /// algorithm rsaEncryption.
+    #[test]
+    fn single_des_success_from_an_upstream_server_is_read() {
+        let options = RequestOptions {
+            message_type: MessageType::PkcsReq,
+            transaction_id: "UPSTREAM-1".into(),
+            digest: DigestAlg::Sha1,
+            cipher: ContentCipher::Aes128Cbc,
+            key_transport: KeyTransport::RsaPkcs1v15,
+            recipient_by_ski: false,
+        };
+        let request = build_request(&pki().csr, &pki().ra.der(), &pki().client, &options).unwrap();
+        let issued = pki().ca.der();
+        let degenerate = certs_only(&[&issued]).unwrap();
+        let to_client = SealRecipient {
+            cert_der: &pki().client.cert_der,
+            by_key_identifier: false,
+        };
+        let sealed = envelope::seal(
+            &degenerate,
+            &[to_client],
+            ContentCipher::DesCbc,
+            KeyTransport::RsaPkcs1v15,
+        )
+        .unwrap();
+        let mut attributes = AttributeWriter::new();
+        attributes
+            .decimal(oids::MESSAGE_TYPE, MessageType::CertRep.code())
+            .unwrap()
+            .decimal(oids::PKI_STATUS, PkiStatus::Success.code())
+            .unwrap()
+            .transaction_id(&request.transaction_id)
+            .unwrap()
+            .octets(oids::SENDER_NONCE, &crypto::random_bytes(16))
+            .unwrap()
+            .octets(oids::RECIPIENT_NONCE, &request.sender_nonce)
+            .unwrap();
+        let ra_der = pki().ra.der();
+        let signing = Signing {
+            cert_der: &ra_der,
+            key: &pki().ra.key,
+            digest: DigestAlg::Sha1,
+            style: SignatureStyle::RsaEncryption,
+            signing_time: SystemTime::now(),
+        };
+        let reply = signed::sign_message(Some(&sealed), attributes, &signing).unwrap();
+        let view = read_cert_rep(&reply, &request, &ra_der, &pki().client).unwrap();
+        assert_eq!(
+            (view.status, view.certs),
+            (PkiStatus::Success, vec![issued])
+        );
     }
 
     #[test]
