@@ -783,7 +783,7 @@ mod tests {
     #[test]
     fn long_lengths_are_written_minimally() {
         let mut ber = vec![0x30, 0x80, 0x04, 0x83, 0x00, 0x01, 0x00];
-        ber.extend(std::iter::repeat(0x5a).take(256));
+        ber.extend([0x5a; 256]);
         ber.extend([0x00, 0x00]);
         let out = normalized(&ber);
         assert_eq!(
@@ -888,7 +888,7 @@ mod tests {
     }
 
     fn nested_sequences(levels: usize) -> Vec<u8> {
-        let mut ber = vec![0x30, 0x80].repeat(levels);
+        let mut ber = [0x30, 0x80].repeat(levels);
         ber.extend([0x00, 0x00].repeat(levels));
         ber
     }
@@ -904,7 +904,7 @@ mod tests {
         let error = normalize_to_der(&nested_sequences(MAX_DEPTH + 1)).unwrap_err();
         assert_eq!(error, BerError::LimitExceeded("nesting too deep"));
         // A deep bomb built of nested constructed OCTET STRINGs hits the same limit.
-        let mut strings = vec![0x24, 0x80].repeat(10_000);
+        let mut strings = [0x24, 0x80].repeat(10_000);
         strings.extend([0x00, 0x00].repeat(10_000));
         assert_eq!(
             normalize_to_der(&strings).unwrap_err(),
