@@ -99,10 +99,12 @@ impl App {
             }
             // Not advertised: no next CA exists until rollover is implemented.
             (_, Operation::GetNextCaCert) => (plain(StatusCode::NOT_FOUND, "no next CA certificate\n"), None),
-            (&Method::GET, Operation::PkiOperation) => match query.message.as_deref().and_then(request::decode_message) {
-                Some(message) => self.pki_operation(template, message).await,
-                None => (plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"), None),
-            },
+            (&Method::GET, Operation::PkiOperation) => {
+                match get_message(query.message, &request).as_deref().and_then(request::decode_message) {
+                    Some(message) => self.pki_operation(template, message).await,
+                    None => (plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"), None),
+                }
+            }
             (&Method::POST, Operation::PkiOperation) => {
                 self.pki_operation(template, request.into_body().to_vec()).await
             }
@@ -188,6 +190,16 @@ fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     response
+}
+
+/// The GET PKIOperation `message`: from the query, or, when the query has none, from the
+/// header `http::long_uri` moves an over-long one into (percent-decoded the same way).
+fn get_message(from_query: Option<String>, request: &Request<Bytes>) -> Option<String> {
+    from_query.or_else(|| {
+        let raw = request.headers().get(crate::http::long_uri::MESSAGE_HEADER)?;
+        let raw = String::from_utf8_lossy(raw.as_bytes());
+        Some(percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned())
+    })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
+use crate::http::long_uri::LongUriRewriter;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,9 +101,15 @@ pub async fn serve<H: Handler>(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(TokioIo::new(stream), handler, limits, watcher).await,
+                None => {
+                    let stream = LongUriRewriter::new(stream, limits.max_request_line_bytes + 16 * 1024);
+                    serve_connection(TokioIo::new(stream), handler, limits, watcher).await
+                }
                 Some(acceptor) => match tls_handshake(&acceptor, stream, limits.header_read_timeout).await {
-                    Some(stream) => serve_connection(TokioIo::new(stream), handler, limits, watcher).await,
+                    Some(stream) => {
+                        let stream = LongUriRewriter::new(stream, limits.max_request_line_bytes + 16 * 1024);
+                        serve_connection(TokioIo::new(stream), handler, limits, watcher).await
+                    }
                     None => tracing::debug!(%peer, "TLS handshake failed or timed out"),
                 },
             }
