@@ -148,10 +148,10 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8
     Ok((status, header("content-type").unwrap_or_default(), body))
 }
 
-/// A real PKCSReq made large by `sans` DNS names (the CA takes CSRs up to 64 KiB), and its
+/// A real PKCSReq made large by `sans` DNS names (the CA bounds CSR size), and its
 /// base64, percent-encoded as clients do (`+`, `/`, `=` escaped). When that is shorter than
 /// `min_len`, leading characters are escaped too (`%41` for `A`: valid, and some clients
-/// escape everything) until it is `min_len` long: the only way a real message reaches 100 KiB.
+/// escape everything) until it is `min_len` long, so the length does not hinge on the CSR limit.
 fn long_request(
     server: &Server,
     device: &Device,
