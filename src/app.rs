@@ -47,7 +47,11 @@ pub struct AppError(String);
 
 impl App {
     /// Precomputes the static answers (GetCACaps, GetCACert) once.
-    pub fn new(enroller: Enroller, default_template: &str, limits: AppLimits) -> Result<Self, AppError> {
+    pub fn new(
+        enroller: Enroller,
+        default_template: &str,
+        limits: AppLimits,
+    ) -> Result<Self, AppError> {
         let (ca_cert_body, ca_cert_type) = ca_cert_response(&enroller)?;
         Ok(Self {
             caps: Bytes::from(capabilities(&enroller)),
@@ -94,50 +98,83 @@ impl App {
             (&Method::GET | &Method::HEAD, Operation::GetCaCaps) => {
                 (typed(StatusCode::OK, "text/plain", self.caps.clone()), None)
             }
-            (&Method::GET | &Method::HEAD, Operation::GetCaCert) => {
-                (typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone()), None)
-            }
+            (&Method::GET | &Method::HEAD, Operation::GetCaCert) => (
+                typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone()),
+                None,
+            ),
             // Not advertised: no next CA exists until rollover is implemented.
-            (_, Operation::GetNextCaCert) => (plain(StatusCode::NOT_FOUND, "no next CA certificate\n"), None),
+            (_, Operation::GetNextCaCert) => (
+                plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
+                None,
+            ),
             (&Method::GET, Operation::PkiOperation) => {
-                match get_message(query.message, &request).as_deref().and_then(request::decode_message) {
+                match get_message(query.message, &request)
+                    .as_deref()
+                    .and_then(request::decode_message)
+                {
                     Some(message) => self.pki_operation(template, message).await,
-                    None => (plain(StatusCode::BAD_REQUEST, "message is missing or not base64\n"), None),
+                    None => (
+                        plain(
+                            StatusCode::BAD_REQUEST,
+                            "message is missing or not base64\n",
+                        ),
+                        None,
+                    ),
                 }
             }
             (&Method::POST, Operation::PkiOperation) => {
-                self.pki_operation(template, request.into_body().to_vec()).await
+                self.pki_operation(template, request.into_body().to_vec())
+                    .await
             }
-            _ => (plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"), None),
+            _ => (
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+                None,
+            ),
         };
-        log_request(operation, &template.name, response.status(), summary.as_ref(), started);
+        log_request(
+            operation,
+            &template.name,
+            response.status(),
+            summary.as_ref(),
+            started,
+        );
         response
     }
 
     /// Runs the CPU-bound cycle on the blocking pool, bounded twice: admission (queue) and
     /// crypto threads (one per core).
-    async fn pki_operation(&self, template: &Template, message: Vec<u8>) -> (Response<Bytes>, Option<Summary>) {
+    async fn pki_operation(
+        &self,
+        template: &Template,
+        message: Vec<u8>,
+    ) -> (Response<Bytes>, Option<Summary>) {
         let Ok(_admitted) = self.admission.try_acquire() else {
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "busy; retry\n");
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             return (response, None);
         };
         let Ok(_running) = self.crypto.acquire().await else {
-            return (plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"), None);
+            return (
+                plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                None,
+            );
         };
         let enroller = Arc::clone(&self.enroller);
         let template_name = template.name.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            match enroller.template(&template_name) {
-                Some(template) => enroller.pki_operation(template, &message, SystemTime::now()),
-                None => PkiReply::Unavailable(format!("template {template_name} vanished")),
-            }
+        let job = tokio::task::spawn_blocking(move || match enroller.template(&template_name) {
+            Some(template) => enroller.pki_operation(template, &message, SystemTime::now()),
+            None => PkiReply::Unavailable(format!("template {template_name} vanished")),
         });
         match job.await {
             Ok(reply) => pki_response(reply),
             Err(e) => {
                 tracing::error!(error = %e, "PKIOperation task failed");
-                (plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"), None)
+                (
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"),
+                    None,
+                )
             }
         }
     }
@@ -145,30 +182,66 @@ impl App {
 
 fn pki_response(reply: PkiReply) -> (Response<Bytes>, Option<Summary>) {
     match reply {
-        PkiReply::CertRep { der, summary } => (typed(StatusCode::OK, media::PKI_MESSAGE, Bytes::from(der)), Some(summary)),
+        PkiReply::CertRep { der, summary } => (
+            typed(StatusCode::OK, media::PKI_MESSAGE, Bytes::from(der)),
+            Some(summary),
+        ),
         PkiReply::Unreadable(reason) => {
-            let summary = Summary { outcome: "unreadable", detail: reason, ..Summary::default() };
-            (plain(StatusCode::BAD_REQUEST, "the pkiMessage cannot be read\n"), Some(summary))
+            let summary = Summary {
+                outcome: "unreadable",
+                detail: reason,
+                ..Summary::default()
+            };
+            (
+                plain(StatusCode::BAD_REQUEST, "the pkiMessage cannot be read\n"),
+                Some(summary),
+            )
         }
         PkiReply::Unavailable(reason) => {
             tracing::error!(detail = %reason, "PKIOperation cannot be answered");
-            let summary = Summary { outcome: "unavailable", detail: reason, ..Summary::default() };
-            (plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"), Some(summary))
+            let summary = Summary {
+                outcome: "unavailable",
+                detail: reason,
+                ..Summary::default()
+            };
+            (
+                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"),
+                Some(summary),
+            )
         }
     }
 }
 
 /// One line per SCEP request (issue 3 item 8): operation, transactionID, template, outcome,
 /// failInfo. Never the challenge, never key material.
-fn log_request(operation: Operation, route: &str, status: StatusCode, summary: Option<&Summary>, started: Instant) {
+fn log_request(
+    operation: Operation,
+    route: &str,
+    status: StatusCode,
+    summary: Option<&Summary>,
+    started: Instant,
+) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let Some(summary) = summary else {
-        tracing::info!(operation = operation.as_str(), template = route, status = status.as_u16(), elapsed_ms, "request");
+        tracing::info!(
+            operation = operation.as_str(),
+            template = route,
+            status = status.as_u16(),
+            elapsed_ms,
+            "request"
+        );
         return;
     };
-    let message_type = summary.message_type.map(|m| m.to_string()).unwrap_or_default();
+    let message_type = summary
+        .message_type
+        .map(|m| m.to_string())
+        .unwrap_or_default();
     let fail_info = summary.fail_info.map(|f| f.to_string()).unwrap_or_default();
-    let template = if summary.template.is_empty() { route } else { summary.template.as_str() };
+    let template = if summary.template.is_empty() {
+        route
+    } else {
+        summary.template.as_str()
+    };
     tracing::info!(
         operation = operation.as_str(),
         message_type,
@@ -188,7 +261,10 @@ fn log_request(operation: Operation, route: &str, status: StatusCode, summary: O
 fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -196,14 +272,24 @@ fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
 /// header `http::long_uri` moves an over-long one into (percent-decoded the same way).
 fn get_message(from_query: Option<String>, request: &Request<Bytes>) -> Option<String> {
     from_query.or_else(|| {
-        let raw = request.headers().get(crate::http::long_uri::MESSAGE_HEADER)?;
+        let raw = request
+            .headers()
+            .get(crate::http::long_uri::MESSAGE_HEADER)?;
         let raw = String::from_utf8_lossy(raw.as_bytes());
-        Some(percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned())
+        Some(
+            percent_encoding::percent_decode_str(&raw)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
     })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
-    typed(status, "text/plain; charset=utf-8", Bytes::from_static(text.as_bytes()))
+    typed(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
 }
 
 /// GetCACaps from what this configuration really does (RFC 8894 §3.5.2): AES (128/192/256),
@@ -212,7 +298,11 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
 /// No Renewal and no GetNextCACert: they are not implemented yet.
 fn capabilities(_enroller: &Enroller) -> String {
     let mut caps = vec!["POSTPKIOperation", "AES", "DES3"];
-    caps.extend(crate::scep::DigestAlg::ALL.iter().filter_map(|d| d.caps_keyword()));
+    caps.extend(
+        crate::scep::DigestAlg::ALL
+            .iter()
+            .filter_map(|d| d.caps_keyword()),
+    );
     caps.push("SCEPStandard");
     caps.join("\n") + "\n"
 }
@@ -223,7 +313,9 @@ fn ca_cert_response(enroller: &Enroller) -> Result<(Bytes, &'static str), AppErr
     let chain = enroller.ca().chain();
     let ra = enroller.ra();
     if !ra.has_ra_certificates {
-        let ca = chain.first().ok_or_else(|| AppError("the CA backend has no certificate".into()))?;
+        let ca = chain
+            .first()
+            .ok_or_else(|| AppError("the CA backend has no certificate".into()))?;
         return Ok((Bytes::from(ca.clone()), media::CA_CERT));
     }
     let mut certs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();

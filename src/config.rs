@@ -106,7 +106,10 @@ pub struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into(), token_file: "admin.token".into() }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            token_file: "admin.token".into(),
+        }
     }
 }
 
@@ -150,7 +153,9 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        Self { path: "store".into() }
+        Self {
+            path: "store".into(),
+        }
     }
 }
 
@@ -166,7 +171,10 @@ pub struct RawTemplates {
 
 impl Default for RawTemplates {
     fn default() -> Self {
-        Self { dir: "templates".into(), default: "default".into() }
+        Self {
+            dir: "templates".into(),
+            default: "default".into(),
+        }
     }
 }
 
@@ -378,18 +386,32 @@ impl Config {
         let raw: RawConfig = toml::from_str(&text)
             .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
         Self::validate(raw, base_dir)
     }
 
     /// Validates a parsed configuration; `base_dir` resolves relative paths.
     pub fn validate(raw: RawConfig, base_dir: PathBuf) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
         let listen = parse_optional_addr("server.listen", &raw.server.listen, &mut errors);
         let tls = raw.tls.as_ref().and_then(|t| {
             let listen = parse_optional_addr("tls.listen", &t.listen, &mut errors)?;
-            Some(TlsConfig { listen, cert: resolve(&t.cert), key: resolve(&t.key) })
+            Some(TlsConfig {
+                listen,
+                cert: resolve(&t.cert),
+                key: resolve(&t.key),
+            })
         });
         if listen.is_none() && tls.is_none() {
             errors.push("server.listen and [tls] are both absent: nothing to serve".into());
@@ -402,7 +424,8 @@ impl Config {
             chain: raw.ca.chain.as_deref().map(&resolve),
             passphrase: match (&raw.ca.key_passphrase_env, &raw.ca.key_passphrase_file) {
                 (Some(_), Some(_)) => {
-                    errors.push("ca: set key_passphrase_env or key_passphrase_file, not both".into());
+                    errors
+                        .push("ca: set key_passphrase_env or key_passphrase_file, not both".into());
                     Passphrase::None
                 }
                 (Some(var), None) => Passphrase::Env(var.clone()),
@@ -449,7 +472,9 @@ fn parse_optional_addr(key: &str, value: &str, errors: &mut Vec<String>) -> Opti
     match value.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            errors.push(format!("{key}: {value:?} is not an address such as 127.0.0.1:8080"));
+            errors.push(format!(
+                "{key}: {value:?} is not an address such as 127.0.0.1:8080"
+            ));
             None
         }
     }
@@ -464,9 +489,15 @@ fn validate_limits(server: &RawServer, errors: &mut Vec<String>) -> Limits {
     }
     for (key, value) in [
         ("server.max_connections", server.max_connections as u64),
-        ("server.header_read_timeout_secs", server.header_read_timeout_secs),
+        (
+            "server.header_read_timeout_secs",
+            server.header_read_timeout_secs,
+        ),
         ("server.request_timeout_secs", server.request_timeout_secs),
-        ("server.max_queued_operations", server.max_queued_operations as u64),
+        (
+            "server.max_queued_operations",
+            server.max_queued_operations as u64,
+        ),
     ] {
         if value == 0 {
             errors.push(format!("{key}: must be greater than 0"));
@@ -533,7 +564,10 @@ fn load_templates(dir: &Path, errors: &mut Vec<String>) -> BTreeMap<String, Temp
             continue;
         };
         if !is_url_safe_name(&name) {
-            errors.push(format!("{}: template names use letters, digits, '-' and '_'", path.display()));
+            errors.push(format!(
+                "{}: template names use letters, digits, '-' and '_'",
+                path.display()
+            ));
             continue;
         }
         match load_template(&path, &name) {
@@ -547,7 +581,10 @@ fn load_templates(dir: &Path, errors: &mut Vec<String>) -> BTreeMap<String, Temp
 }
 
 fn is_url_safe_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Reads and validates one template file, reporting every problem with the file name.
@@ -563,7 +600,11 @@ pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
         .try_into::<scepd_ca::RawProfile>()
         .map_err(|e| errors.push(prefix(format!("[issuance]: {e}"))))
         .ok()
-        .and_then(|p| p.validate(name).map_err(|e| errors.extend(e.into_iter().map(&prefix))).ok());
+        .and_then(|p| {
+            p.validate(name)
+                .map_err(|e| errors.extend(e.into_iter().map(&prefix)))
+                .ok()
+        });
     match (challenge, profile) {
         (Ok(challenge), Some(profile)) if errors.is_empty() => Ok(Template {
             name: name.to_ascii_lowercase(),
@@ -589,23 +630,33 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
     match raw.kind.as_str() {
         "none" => Ok(ChallengeConfig::None),
         "static" => {
-            let secret = match (&raw.secret, &raw.secret_file) {
-                (Some(s), None) => s.clone(),
-                (None, Some(file)) => {
-                    let file = if file.is_absolute() { file.clone() } else { base.join(file) };
-                    std::fs::read_to_string(&file)
-                        .map_err(|e| format!("challenge.secret_file {}: {e}", file.display()))?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned()
-                }
-                _ => return Err("challenge: a static challenge needs exactly one of secret, secret_file".into()),
-            };
+            let secret =
+                match (&raw.secret, &raw.secret_file) {
+                    (Some(s), None) => s.clone(),
+                    (None, Some(file)) => {
+                        let file = if file.is_absolute() {
+                            file.clone()
+                        } else {
+                            base.join(file)
+                        };
+                        std::fs::read_to_string(&file)
+                            .map_err(|e| format!("challenge.secret_file {}: {e}", file.display()))?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned()
+                    }
+                    _ => return Err(
+                        "challenge: a static challenge needs exactly one of secret, secret_file"
+                            .into(),
+                    ),
+                };
             if secret.is_empty() {
                 return Err("challenge: the static secret is empty".into());
             }
             Ok(ChallengeConfig::Static(secret.into_bytes()))
         }
-        other => Err(format!("challenge.type: {other:?} is not one of static, none")),
+        other => Err(format!(
+            "challenge.type: {other:?} is not one of static, none"
+        )),
     }
 }
 
@@ -619,7 +670,10 @@ fn check_template_references(
     }
     for template in templates.values() {
         let r = &template.routing;
-        for target in [&r.signature, &r.encryption, &r.general_purpose].into_iter().flatten() {
+        for target in [&r.signature, &r.encryption, &r.general_purpose]
+            .into_iter()
+            .flatten()
+        {
             if !templates.contains_key(target) {
                 errors.push(format!(
                     "template {}: key_usage_routing names {target:?}, which does not exist",

@@ -54,11 +54,17 @@ pub enum KeyError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn parse_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
-    KeyError::Parse { path: path.display().to_string(), reason: e.to_string() }
+    KeyError::Parse {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// Reads a PEM certificate as DER.
@@ -70,7 +76,10 @@ pub fn load_cert_der(path: &Path) -> Result<Vec<u8>, KeyError> {
 /// Reads every certificate of a PEM bundle, as DER, in file order.
 pub fn load_cert_chain_der(path: &Path) -> Result<Vec<Vec<u8>>, KeyError> {
     let stack = X509::stack_from_pem(&read(path)?).map_err(|e| parse_err(path, e))?;
-    stack.iter().map(|c| c.to_der().map_err(|e| parse_err(path, e))).collect()
+    stack
+        .iter()
+        .map(|c| c.to_der().map_err(|e| parse_err(path, e)))
+        .collect()
 }
 
 /// Reads a PEM private key, decrypting it with `passphrase` when given.
@@ -120,14 +129,28 @@ impl RaIdentity {
                 let signer = load_pair(&ra.sign_cert, &ra.sign_key, None)?;
                 let decrypter = load_pair(&ra.encrypt_cert, &ra.encrypt_key, None)?;
                 require_rsa(&decrypter, "ra.encrypt_key")?;
-                Ok(Self { signer, decrypters: vec![decrypter], has_ra_certificates: true })
+                Ok(Self {
+                    signer,
+                    decrypters: vec![decrypter],
+                    has_ra_certificates: true,
+                })
             }
             None => {
                 let pass = read_passphrase(&config.ca.passphrase)?;
                 let ca = load_pair(&config.ca.cert, &config.ca.key, pass.as_deref())?;
-                require_rsa(&ca, "ca.key (no [ra] configured, so the CA key must decrypt requests)")?;
-                let decrypter = KeyPair { cert_der: ca.cert_der.clone(), key: ca.key.clone() };
-                Ok(Self { signer: ca, decrypters: vec![decrypter], has_ra_certificates: false })
+                require_rsa(
+                    &ca,
+                    "ca.key (no [ra] configured, so the CA key must decrypt requests)",
+                )?;
+                let decrypter = KeyPair {
+                    cert_der: ca.cert_der.clone(),
+                    key: ca.key.clone(),
+                };
+                Ok(Self {
+                    signer: ca,
+                    decrypters: vec![decrypter],
+                    has_ra_certificates: false,
+                })
             }
         }
     }
@@ -137,6 +160,8 @@ fn require_rsa(pair: &KeyPair, what: &str) -> Result<(), KeyError> {
     if pair.key.id() == openssl::pkey::Id::RSA {
         Ok(())
     } else {
-        Err(KeyError::Unsuitable(format!("{what}: SCEP key transport needs an RSA key")))
+        Err(KeyError::Unsuitable(format!(
+            "{what}: SCEP key transport needs an RSA key"
+        )))
     }
 }

@@ -35,7 +35,10 @@ impl Drop for Server {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl Server {
@@ -45,12 +48,21 @@ impl Server {
         let addr = free_port();
         let admin = free_port();
         let text = std::fs::read_to_string(&config).unwrap();
-        assert!(text.contains("listen = \"127.0.0.1:0\"") && text.contains("listen = \"127.0.0.1:8081\""));
-        let text = text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""), 1).replacen(
-            "listen = \"127.0.0.1:8081\"",
-            &format!("listen = \"{admin}\""),
-            1,
+        assert!(
+            text.contains("listen = \"127.0.0.1:0\"")
+                && text.contains("listen = \"127.0.0.1:8081\"")
         );
+        let text = text
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{addr}\""),
+                1,
+            )
+            .replacen(
+                "listen = \"127.0.0.1:8081\"",
+                &format!("listen = \"{admin}\""),
+                1,
+            );
         std::fs::write(&config, text).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_scepd"))
             .args(["serve", "--config"])
@@ -60,7 +72,13 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let mut server = Self { child, addr, _dir: dir, recipient: Vec::new(), reply_signer: Vec::new() };
+        let mut server = Self {
+            child,
+            addr,
+            _dir: dir,
+            recipient: Vec::new(),
+            reply_signer: Vec::new(),
+        };
         server.wait_healthy(dir_of(&config));
         let (status, _, body) = server.exchange_one(&get("/scep?operation=GetCACert"));
         assert_eq!(status, 200);
@@ -75,17 +93,25 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("scepd serve exited with {status} (config in {})", dir.display());
+                panic!(
+                    "scepd serve exited with {status} (config in {})",
+                    dir.display()
+                );
             }
             if let Ok(mut stream) = TcpStream::connect(self.addr) {
-                stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
                 if stream.write_all(&get("/healthz")).is_ok() {
                     if let Ok((200, _, _)) = read_response(&mut stream) {
                         return;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "scepd did not answer /healthz within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "scepd did not answer /healthz within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -110,7 +136,8 @@ fn dir_of(config: &Path) -> &Path {
 }
 
 fn get(target: &str) -> Vec<u8> {
-    format!("GET {target} HTTP/1.1\r\nHost: scep.test\r\nUser-Agent: long-uri-test\r\n\r\n").into_bytes()
+    format!("GET {target} HTTP/1.1\r\nHost: scep.test\r\nUser-Agent: long-uri-test\r\n\r\n")
+        .into_bytes()
 }
 
 /// Reads one Content-Length framed response: (status, content type, body).
@@ -128,14 +155,20 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8
         received.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
     let header = |name: &str| {
         head.lines()
             .filter_map(|line| line.split_once(':'))
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim().to_owned())
     };
-    let length: usize = header("content-length").and_then(|v| v.parse().ok()).expect("Content-Length framing");
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("Content-Length framing");
     let mut body = received[head_end..].to_vec();
     while body.len() < length {
         let n = stream.read(&mut buf)?;
@@ -144,7 +177,11 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8
         }
         body.extend_from_slice(&buf[..n]);
     }
-    assert_eq!(body.len(), length, "no bytes past the body before the next request");
+    assert_eq!(
+        body.len(),
+        length,
+        "no bytes past the body before the next request"
+    );
     Ok((status, header("content-type").unwrap_or_default(), body))
 }
 
@@ -159,12 +196,25 @@ fn long_request(
     sans: usize,
     min_len: usize,
 ) -> (PreparedRequest, String) {
-    let hosts: Vec<San> = (0..sans).map(|i| San::Dns(format!("host-{i:05}.devices.example.com"))).collect();
-    let csr =
-        device.csr(&CsrSpec { subject: "CN=long-uri", sans: &hosts, challenge: Some(CHALLENGE), ..CsrSpec::default() });
-    let request = client::build_request(&csr, &server.recipient, &device.signer, &options(transaction)).unwrap();
+    let hosts: Vec<San> = (0..sans)
+        .map(|i| San::Dns(format!("host-{i:05}.devices.example.com")))
+        .collect();
+    let csr = device.csr(&CsrSpec {
+        subject: "CN=long-uri",
+        sans: &hosts,
+        challenge: Some(CHALLENGE),
+        ..CsrSpec::default()
+    });
+    let request = client::build_request(
+        &csr,
+        &server.recipient,
+        &device.signer,
+        &options(transaction),
+    )
+    .unwrap();
     let b64 = base64_encode(&request.der);
-    let mut escaped = percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut escaped =
+        percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string();
     let mut chars = b64.bytes();
     let mut prefix = String::new();
     while prefix.len() + escaped.len() < min_len {
@@ -181,12 +231,24 @@ fn long_request(
     (request, prefix)
 }
 
-fn assert_enrolled(server: &Server, device: &Device, request: &PreparedRequest, answer: (u16, String, Vec<u8>)) {
+fn assert_enrolled(
+    server: &Server,
+    device: &Device,
+    request: &PreparedRequest,
+    answer: (u16, String, Vec<u8>),
+) {
     let (status, content_type, body) = answer;
     assert_eq!(status, 200, "body: {}", String::from_utf8_lossy(&body));
     assert_eq!(content_type, "application/x-pki-message");
-    let view = client::read_cert_rep(&body, request, &server.reply_signer, &device.signer).expect("a valid CertRep");
-    assert_eq!(view.status, PkiStatus::Success, "failInfo {:?} {:?}", view.fail_info, view.fail_info_text);
+    let view = client::read_cert_rep(&body, request, &server.reply_signer, &device.signer)
+        .expect("a valid CertRep");
+    assert_eq!(
+        view.status,
+        PkiStatus::Success,
+        "failInfo {:?} {:?}",
+        view.fail_info,
+        view.fail_info_text
+    );
     assert!(!view.certs.is_empty());
 }
 
@@ -197,8 +259,14 @@ fn a_get_pkioperation_over_100_kib_enrolls() {
     let (request, message) = long_request(&server, &device, "tx-long-uri-100k", 1800, 110 * 1024);
     let wire = get(&format!("/scep?operation=PKIOperation&message={message}"));
     let request_line = wire.iter().position(|&b| b == b'\r').unwrap();
-    assert!(request_line > 100 * 1024, "request line is {request_line} bytes");
-    assert!(wire.len() < 128 * 1024, "must stay within the default limit");
+    assert!(
+        request_line > 100 * 1024,
+        "request line is {request_line} bytes"
+    );
+    assert!(
+        wire.len() < 128 * 1024,
+        "must stay within the default limit"
+    );
     let answer = server.exchange_one(&wire);
     assert_enrolled(&server, &device, &request, answer);
 }
@@ -228,7 +296,12 @@ fn keep_alive_serves_a_long_get_then_get_ca_caps() {
     assert!(long.len() > 65 * 1024, "past http::Uri's cap");
     let mut stream = server.connect();
     stream.write_all(&long).unwrap();
-    assert_enrolled(&server, &device, &request, read_response(&mut stream).unwrap());
+    assert_enrolled(
+        &server,
+        &device,
+        &request,
+        read_response(&mut stream).unwrap(),
+    );
     stream.write_all(&get("/scep?operation=GetCACaps")).unwrap();
     let (status, _, body) = read_response(&mut stream).unwrap();
     assert_eq!(status, 200);
@@ -238,7 +311,12 @@ fn keep_alive_serves_a_long_get_then_get_ca_caps() {
     let mut both = long.clone();
     both.extend_from_slice(&get("/scep?operation=GetCACaps"));
     stream.write_all(&both).unwrap();
-    assert_enrolled(&server, &device, &request, read_response(&mut stream).unwrap());
+    assert_enrolled(
+        &server,
+        &device,
+        &request,
+        read_response(&mut stream).unwrap(),
+    );
     let (status, _, _) = read_response(&mut stream).unwrap();
     assert_eq!(status, 200);
 }

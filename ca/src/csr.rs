@@ -22,7 +22,8 @@ use crate::signing::verify_self_signature;
 use crate::CaError;
 
 /// Upper bound on a CSR we look at; real ones are a few KiB.
-const MAX_CSR_LEN: usize = 64 * 1024;
+/// Signed challenges travel inside the CSR and reach 64 KiB over POST (Intune-style blobs).
+const MAX_CSR_LEN: usize = 256 * 1024;
 
 /// `CertificationRequest` with the signed part kept as raw bytes.
 #[derive(Sequence)]
@@ -105,7 +106,7 @@ fn refused(profile: &Profile, reason: impl Into<String>) -> CaError {
 /// extKeyUsage, basicConstraints and the rest come from the profile alone.
 pub(crate) fn check_csr(der: &[u8], profile: &Profile) -> Result<CheckedCsr, CaError> {
     if der.len() > MAX_CSR_LEN {
-        return Err(malformed("CSR larger than 64 KiB"));
+        return Err(malformed("CSR larger than 256 KiB"));
     }
     let signed = SignedRequest::from_der(der).map_err(malformed)?;
     let info_der = signed.info.to_der().map_err(malformed)?;
@@ -156,9 +157,26 @@ fn require_canonical_subject(info_der: &[u8], subject: &Name) -> Result<(), CaEr
 }
 
 fn public_key_of(spki: &SubjectPublicKeyInfoOwned) -> Result<PKey<Public>, CaError> {
-    let spki_der = spki.to_der().map_err(malformed)?;
-    PKey::public_key_from_der(&spki_der)
+    crate::pubkey::public_key_from_spki(spki)
         .map_err(|_| CaError::UnsupportedAlgorithm(format!("subject key {}", spki.algorithm.oid)))
+}
+
+/// Proof of possession alone (RFC 2986 §3): the CSR is signed by the key it asks a
+/// certificate for. The RA checks this before any policy decision, so that a forged request
+/// never consumes a one-time challenge; [`check_csr`] repeats it as the CA's own check.
+pub fn verify_csr_signature(der: &[u8]) -> Result<(), CaError> {
+    if der.len() > MAX_CSR_LEN {
+        return Err(malformed("CSR too large"));
+    }
+    let signed = SignedRequest::from_der(der).map_err(malformed)?;
+    let info_der = signed.info.to_der().map_err(malformed)?;
+    let info = CertReqInfo::from_der(&info_der).map_err(malformed)?;
+    let public_key = public_key_of(&info.public_key)?;
+    let signature = signed
+        .signature
+        .as_bytes()
+        .ok_or_else(|| malformed("signature BIT STRING has unused bits"))?;
+    verify_self_signature(&signed.algorithm, &public_key, &info_der, signature)
 }
 
 /// The profile's view of a key: its type, and for RSA its size.

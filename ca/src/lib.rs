@@ -16,6 +16,7 @@ mod dn;
 mod error;
 mod extensions;
 pub mod profile;
+mod pubkey;
 mod revocation;
 mod signing;
 pub mod software;
@@ -29,9 +30,11 @@ pub use certgen::{
     generate_key, issue_ra_certificate, issue_tls_server_certificate, self_signed_ca, KeySpec,
     RaPurpose,
 };
+pub use csr::verify_csr_signature;
 pub use dn::{format_dn, parse_dn};
 pub use error::CaError;
 pub use profile::{KeyType, Profile, RawProfile, SanType};
+pub use pubkey::{public_key_from_spki, public_key_from_spki_der, PublicKeyError};
 pub use revocation::{RevocationReason, RevokedEntry};
 pub use software::SoftwareCa;
 

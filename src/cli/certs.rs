@@ -78,8 +78,12 @@ pub fn run(args: &CertsArgs) -> u8 {
     let result = match &args.action {
         CertsAction::List(_) => list(&access),
         CertsAction::Show { serial, .. } => show(&access, serial),
-        CertsAction::Revoke { serial, reason, by, .. } => {
-            let by = by.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+        CertsAction::Revoke {
+            serial, reason, by, ..
+        } => {
+            let by = by
+                .clone()
+                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
             revoke(&access, serial, reason, &by)
         }
     };
@@ -96,12 +100,24 @@ fn list(access: &Access) -> Result<(), String> {
     let views: Vec<CertView> = match access {
         Access::Direct(store) => {
             let now = SystemTime::now();
-            store.certificates().map_err(|e| e.to_string())?.iter().map(|r| CertView::new(r, now)).collect()
+            store
+                .certificates()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| CertView::new(r, now))
+                .collect()
         }
         Access::Api(config) => api_json(config, Method::GET, "/v1/certs", None)?,
     };
     for view in views {
-        println!("{} {:<8} {} {:<16} {}", view.serial, view.status, rfc3339(view.not_after), view.template, view.subject);
+        println!(
+            "{} {:<8} {} {:<16} {}",
+            view.serial,
+            view.status,
+            rfc3339(view.not_after),
+            view.template,
+            view.subject
+        );
     }
     Ok(())
 }
@@ -110,27 +126,53 @@ fn show(access: &Access, serial: &str) -> Result<(), String> {
     let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
     let view: CertView = match access {
         Access::Direct(store) => {
-            let record = store.certificate(&bytes).map_err(|e| e.to_string())?.ok_or("no certificate with this serial")?;
+            let record = store
+                .certificate(&bytes)
+                .map_err(|e| e.to_string())?
+                .ok_or("no certificate with this serial")?;
             CertView::new(&record, SystemTime::now())
         }
-        Access::Api(config) => api_json(config, Method::GET, &format!("/v1/certs/{}", hex::encode_upper(&bytes)), None)?,
+        Access::Api(config) => api_json(
+            config,
+            Method::GET,
+            &format!("/v1/certs/{}", hex::encode_upper(&bytes)),
+            None,
+        )?,
     };
-    println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
 fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), String> {
     let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
     let answer: RevokeAnswer = match access {
-        Access::Direct(store) => match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
-            RevokeResult::Done(answer) => answer,
-            RevokeResult::NotFound => return Err("no certificate with this serial".into()),
-            RevokeResult::BadReason(r) => return Err(format!("unknown reason {r:?}; use an RFC 5280 name such as keyCompromise")),
-            RevokeResult::Failed(e) => return Err(e),
-        },
+        Access::Direct(store) => {
+            match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
+                RevokeResult::Done(answer) => answer,
+                RevokeResult::NotFound => return Err("no certificate with this serial".into()),
+                RevokeResult::BadReason(r) => {
+                    return Err(format!(
+                        "unknown reason {r:?}; use an RFC 5280 name such as keyCompromise"
+                    ))
+                }
+                RevokeResult::Failed(e) => return Err(e),
+            }
+        }
         Access::Api(config) => {
-            let body = serde_json::to_vec(&RevokeBody { reason: reason.into(), by: by.into() }).map_err(|e| e.to_string())?;
-            api_json(config, Method::POST, &format!("/v1/certs/{}/revoke", hex::encode_upper(&bytes)), Some(body))?
+            let body = serde_json::to_vec(&RevokeBody {
+                reason: reason.into(),
+                by: by.into(),
+            })
+            .map_err(|e| e.to_string())?;
+            api_json(
+                config,
+                Method::POST,
+                &format!("/v1/certs/{}/revoke", hex::encode_upper(&bytes)),
+                Some(body),
+            )?
         }
     };
     let cert = &answer.certificate;
@@ -141,12 +183,21 @@ fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), S
             cert.revocation_reason.as_deref().unwrap_or("?"),
             cert.revoked_by.as_deref().unwrap_or("?")
         ),
-        _ => println!("{} revoked ({})", cert.serial, cert.revocation_reason.as_deref().unwrap_or(reason)),
+        _ => println!(
+            "{} revoked ({})",
+            cert.serial,
+            cert.revocation_reason.as_deref().unwrap_or(reason)
+        ),
     }
     Ok(())
 }
 
-fn api_json<T: serde::de::DeserializeOwned>(config: &Config, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, String> {
+fn api_json<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<T, String> {
     let (status, body) = admin_client::call(&config.admin, method, path, body)?;
     if status != StatusCode::OK {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -162,6 +213,9 @@ fn api_json<T: serde::de::DeserializeOwned>(config: &Config, method: Method, pat
 fn rfc3339(unix: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }

@@ -55,11 +55,20 @@ pub fn run(args: &InitArgs) -> u8 {
             println!("wrote {}", created.config.display());
             println!("SCEP URL:    http://{}/scep", args.listen);
             if let Some(host) = &args.tls_name {
-                println!("HTTPS URL:   https://{host}:{}/scep", args.tls_listen.port());
+                println!(
+                    "HTTPS URL:   https://{host}:{}/scep",
+                    args.tls_listen.port()
+                );
             }
             print_ca_fingerprints(&args.dir.join("ca.pem"));
-            println!("challenge:   in {}", args.dir.join("challenge.secret").display());
-            println!("run:         scepd serve --config {}", created.config.display());
+            println!(
+                "challenge:   in {}",
+                args.dir.join("challenge.secret").display()
+            );
+            println!(
+                "run:         scepd serve --config {}",
+                created.config.display()
+            );
             0
         }
         Err(e) => {
@@ -72,7 +81,9 @@ pub fn run(args: &InitArgs) -> u8 {
 /// Prints the CA certificate's SHA-256 and SHA-1 fingerprints (an MDM's trusted-root
 /// profile asks for the SHA-1 thumbprint).
 pub fn print_ca_fingerprints(ca_pem: &Path) {
-    let Ok(der) = crate::keys::load_cert_der(ca_pem) else { return };
+    let Ok(der) = crate::keys::load_cert_der(ca_pem) else {
+        return;
+    };
     let sha256 = hex::encode_upper(openssl::sha::sha256(&der));
     let sha1 = hex::encode_upper(openssl::sha::sha1(&der));
     println!("CA cert:     {}", ca_pem.display());
@@ -85,13 +96,21 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
     let dir = &args.dir;
     let config_path = dir.join("scepd.toml");
     if config_path.exists() || dir.join("ca.key").exists() {
-        return Err(format!("{} already holds a setup; refusing to overwrite it", dir.display()));
+        return Err(format!(
+            "{} already holds a setup; refusing to overwrite it",
+            dir.display()
+        ));
     }
     fs::create_dir_all(dir.join("templates")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let spec: KeySpec = args.ca_key.parse().map_err(|e: scepd_ca::CaError| e.to_string())?;
+    let spec: KeySpec = args
+        .ca_key
+        .parse()
+        .map_err(|e: scepd_ca::CaError| e.to_string())?;
     let ca_key = certgen::generate_key(spec).map_err(|e| e.to_string())?;
-    let ca_der = certgen::self_signed_ca(&ca_key, &args.ca_subject, 3650).map_err(|e| e.to_string())?;
-    let ca = SoftwareCa::from_parts(ca_der.clone(), ca_key.clone(), Vec::new()).map_err(|e| e.to_string())?;
+    let ca_der =
+        certgen::self_signed_ca(&ca_key, &args.ca_subject, 3650).map_err(|e| e.to_string())?;
+    let ca = SoftwareCa::from_parts(ca_der.clone(), ca_key.clone(), Vec::new())
+        .map_err(|e| e.to_string())?;
     write_pair(dir, "ca", &ca_der, &ca_key)?;
     // RA certificates are always RSA: SCEP key transport needs an RSA recipient, and an
     // ECDSA CA cannot decrypt requests itself.
@@ -106,7 +125,8 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
     }
     if let Some(host) = &args.tls_name {
         let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
-        let der = certgen::issue_tls_server_certificate(&ca, &key, host, 397).map_err(|e| e.to_string())?;
+        let der = certgen::issue_tls_server_certificate(&ca, &key, host, 397)
+            .map_err(|e| e.to_string())?;
         write_pair(dir, "tls", &der, &key)?;
         // Serve the chain: leaf first, then the CA.
         append_pem(&dir.join("tls.pem"), &ca_der)?;
@@ -117,7 +137,10 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
     write_file(&dir.join("templates/default.toml"), DEFAULT_TEMPLATE)?;
     write_file(&config_path, &config_text(args))?;
     crate::store::SledStore::open(&dir.join("store")).map_err(|e| e.to_string())?;
-    Ok(Created { config: config_path, challenge })
+    Ok(Created {
+        config: config_path,
+        challenge,
+    })
 }
 
 fn random_token() -> String {
@@ -125,18 +148,30 @@ fn random_token() -> String {
 }
 
 fn pem_of(der: &[u8]) -> Result<Vec<u8>, String> {
-    openssl::x509::X509::from_der(der).and_then(|c| c.to_pem()).map_err(|e| e.to_string())
+    openssl::x509::X509::from_der(der)
+        .and_then(|c| c.to_pem())
+        .map_err(|e| e.to_string())
 }
 
 fn write_pair(dir: &Path, name: &str, cert_der: &[u8], key: &PKey<Private>) -> Result<(), String> {
-    write_file(&dir.join(format!("{name}.pem")), &String::from_utf8_lossy(&pem_of(cert_der)?))?;
+    write_file(
+        &dir.join(format!("{name}.pem")),
+        &String::from_utf8_lossy(&pem_of(cert_der)?),
+    )?;
     let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
-    write_secret(&dir.join(format!("{name}.key")), &String::from_utf8_lossy(&key_pem))
+    write_secret(
+        &dir.join(format!("{name}.key")),
+        &String::from_utf8_lossy(&key_pem),
+    )
 }
 
 fn append_pem(path: &Path, der: &[u8]) -> Result<(), String> {
-    let mut file = fs::OpenOptions::new().append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(&pem_of(der)?).map_err(|e| format!("{}: {e}", path.display()))
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(&pem_of(der)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
@@ -152,12 +187,16 @@ fn write_secret(path: &Path, text: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn config_text(args: &InitArgs) -> String {
     let tls = match &args.tls_name {
-        Some(_) => format!("\n[tls]\nlisten = \"{}\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n", args.tls_listen),
+        Some(_) => format!(
+            "\n[tls]\nlisten = \"{}\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n",
+            args.tls_listen
+        ),
         None => String::new(),
     };
     format!(

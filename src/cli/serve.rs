@@ -52,7 +52,10 @@ pub fn run(args: &ServeArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -91,7 +94,10 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
         };
         super::init::create(&init)?;
     }
-    println!("development instance in {} (not for production)", dir.display());
+    println!(
+        "development instance in {} (not for production)",
+        dir.display()
+    );
     println!("SCEP URL:    http://127.0.0.1:8080/scep");
     super::init::print_ca_fingerprints(&dir.join("ca.pem"));
     let challenge = std::fs::read_to_string(dir.join("challenge.secret")).unwrap_or_default();
@@ -103,12 +109,23 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
 pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut config = Config::load(config_path).map_err(|e| e.0)?;
     let ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
-    let passphrase = keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
-    let ca = scepd_ca::SoftwareCa::load(&config.ca.cert, &config.ca.key, passphrase.as_deref(), config.ca.chain.as_deref())
-        .map_err(|e| vec![format!("CA: {e}")])?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path).map_err(|e| vec![e.to_string()])?);
-    let token = std::fs::read_to_string(&config.admin.token_file)
-        .map_err(|e| vec![format!("admin.token_file {}: {e}", config.admin.token_file.display())])?;
+    let passphrase =
+        keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
+    let ca = scepd_ca::SoftwareCa::load(
+        &config.ca.cert,
+        &config.ca.key,
+        passphrase.as_deref(),
+        config.ca.chain.as_deref(),
+    )
+    .map_err(|e| vec![format!("CA: {e}")])?;
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&config.store_path).map_err(|e| vec![e.to_string()])?);
+    let token = std::fs::read_to_string(&config.admin.token_file).map_err(|e| {
+        vec![format!(
+            "admin.token_file {}: {e}",
+            config.admin.token_file.display()
+        )]
+    })?;
     let templates = std::mem::take(&mut config.templates);
     let enroller = Enroller::new(EnrollerParts {
         ra,
@@ -120,11 +137,18 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     });
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
-        crypto_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        crypto_threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     };
-    let app = App::new(enroller, &config.default_template, limits).map_err(|e| vec![e.to_string()])?;
+    let app =
+        App::new(enroller, &config.default_template, limits).map_err(|e| vec![e.to_string()])?;
     let admin = AdminApi::new(store, token.trim().as_bytes().to_vec());
-    Ok(Loaded { config, app: Arc::new(app), admin: Arc::new(admin) })
+    Ok(Loaded {
+        config,
+        app: Arc::new(app),
+        admin: Arc::new(admin),
+    })
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
@@ -134,17 +158,37 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");
-        tasks.push(tokio::spawn(server::serve(listener, None, Arc::clone(&app), config.limits.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            None,
+            Arc::clone(&app),
+            config.limits.clone(),
+            stop_rx.clone(),
+        )));
     }
     if let Some(tls) = &config.tls {
         let acceptor = server::tls_acceptor(&tls.cert, &tls.key).map_err(|e| e.to_string())?;
         let listener = server::bind(tls.listen).await.map_err(|e| e.to_string())?;
         tracing::info!(addr = %tls.listen, "SCEP over HTTPS");
-        tasks.push(tokio::spawn(server::serve(listener, Some(acceptor), Arc::clone(&app), config.limits.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            Some(acceptor),
+            Arc::clone(&app),
+            config.limits.clone(),
+            stop_rx.clone(),
+        )));
     }
-    let admin_listener = server::bind(config.admin.listen).await.map_err(|e| e.to_string())?;
+    let admin_listener = server::bind(config.admin.listen)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(addr = %config.admin.listen, "admin API");
-    tasks.push(tokio::spawn(server::serve(admin_listener, None, admin, config.limits.clone(), stop_rx)));
+    tasks.push(tokio::spawn(server::serve(
+        admin_listener,
+        None,
+        admin,
+        config.limits.clone(),
+        stop_rx,
+    )));
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);

@@ -5,7 +5,6 @@ use std::time::SystemTime;
 
 use der::{Decode, Encode};
 use openssl::sha::sha256;
-use openssl::x509::X509Req;
 use scepd_ca::{CaError, IssueRequest};
 use scepd_policy::{AllowAll, Constraints, Decision, PolicyInput, PolicyModule, StaticSecret};
 use x509_cert::ext::pkix::KeyUsage;
@@ -74,7 +73,11 @@ pub fn enroll<'a>(
                 "concurrent request with the same transactionID",
             )))
         }
-        Err(e) => return Err(fail(Refusal::internal(format!("store: begin transaction: {e}")))),
+        Err(e) => {
+            return Err(fail(Refusal::internal(format!(
+                "store: begin transaction: {e}"
+            ))))
+        }
     }
     let outcome = authorize(enroller, template, opened, &csr, csr_der, key.clone(), now)
         .and_then(|approved| issue(enroller, approved, now));
@@ -85,44 +88,62 @@ pub fn enroll<'a>(
 }
 
 fn parse_csr(csr_der: &[u8]) -> Result<CertReq, Refusal> {
-    let csr = CertReq::from_der(csr_der)
-        .map_err(|e| Refusal::bad_request("the request is not a PKCS#10 CSR", format!("CSR: {e}")))?;
-    // Proof of possession: the CSR must be signed by the key it asks a certificate for.
-    let pop = X509Req::from_der(csr_der)
-        .and_then(|req| req.public_key().and_then(|key| req.verify(&key)));
-    match pop {
-        Ok(true) => Ok(csr),
-        Ok(false) | Err(_) => Err(Refusal::bad_message_check(
-            "the CSR signature does not verify",
-            "CSR self-signature invalid",
-        )),
-    }
+    let csr = CertReq::from_der(csr_der).map_err(|e| {
+        Refusal::bad_request("the request is not a PKCS#10 CSR", format!("CSR: {e}"))
+    })?;
+    // Proof of possession before any policy decision, so a forged CSR never consumes a
+    // one-time challenge.
+    scepd_ca::verify_csr_signature(csr_der).map_err(refusal_for_ca_error)?;
+    Ok(csr)
 }
 
 /// NDES's SignatureTemplate / EncryptionTemplate / GeneralPurposeTemplate choice.
-fn route_by_key_usage<'a>(enroller: &'a Enroller, route: &'a Template, csr: &CertReq) -> &'a Template {
+fn route_by_key_usage<'a>(
+    enroller: &'a Enroller,
+    route: &'a Template,
+    csr: &CertReq,
+) -> &'a Template {
     let routing = &route.routing;
     let target = match requested_key_usage(csr) {
         Some(ku) if ku.digital_signature() && !ku.key_encipherment() => routing.signature.as_ref(),
         Some(ku) if ku.key_encipherment() && !ku.digital_signature() => routing.encryption.as_ref(),
         _ => routing.general_purpose.as_ref(),
     };
-    target.and_then(|name| enroller.templates.get(name)).unwrap_or(route)
+    target
+        .and_then(|name| enroller.templates.get(name))
+        .unwrap_or(route)
 }
 
 /// The keyUsage in the CSR's extensionRequest, if any.
 fn requested_key_usage(csr: &CertReq) -> Option<KeyUsage> {
-    let attribute = csr.info.attributes.iter().find(|a| a.oid == oids::EXTENSION_REQUEST)?;
+    let attribute = csr
+        .info
+        .attributes
+        .iter()
+        .find(|a| a.oid == oids::EXTENSION_REQUEST)?;
     let value = attribute.values.iter().next()?;
     let extensions = x509_cert::ext::Extensions::from_der(&value.to_der().ok()?).ok()?;
-    let ku = extensions.iter().find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE)?;
+    let ku = extensions
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE)?;
     KeyUsage::from_der(ku.extn_value.as_bytes()).ok()
 }
 
-fn replay<'a>(enroller: &'a Enroller, template: &'a Template, serial: Vec<u8>) -> Result<Delivery<'a>, Refusal> {
+fn replay<'a>(
+    enroller: &'a Enroller,
+    template: &'a Template,
+    serial: Vec<u8>,
+) -> Result<Delivery<'a>, Refusal> {
     match enroller.store.certificate(&serial) {
-        Ok(Some(record)) => Ok(Delivery { template, cert_der: record.der, serial, replayed: true }),
-        Ok(None) => Err(Refusal::internal("transaction names a certificate the store does not hold")),
+        Ok(Some(record)) => Ok(Delivery {
+            template,
+            cert_der: record.der,
+            serial,
+            replayed: true,
+        }),
+        Ok(None) => Err(Refusal::internal(
+            "transaction names a certificate the store does not hold",
+        )),
         Err(e) => Err(Refusal::internal(format!("store: {e}"))),
     }
 }
@@ -137,8 +158,9 @@ fn authorize<'a>(
     key: TxKey,
     now: SystemTime,
 ) -> Result<Approved<'a>, Refusal> {
-    let challenge = scepd_policy::challenge_password(csr)
-        .map_err(|e| Refusal::bad_request("the challenge password cannot be read", e.to_string()))?;
+    let challenge = scepd_policy::challenge_password(csr).map_err(|e| {
+        Refusal::bad_request("the challenge password cannot be read", e.to_string())
+    })?;
     let input = PolicyInput {
         template: &template.name,
         csr_der,
@@ -149,25 +171,39 @@ fn authorize<'a>(
         renewal_of: None,
         now,
     };
-    let policy = enroller
-        .policies
-        .get(&template.name)
-        .ok_or_else(|| Refusal::internal(format!("no policy module for template {}", template.name)))?;
+    let policy = enroller.policies.get(&template.name).ok_or_else(|| {
+        Refusal::internal(format!("no policy module for template {}", template.name))
+    })?;
     let approval = match policy.evaluate(&input) {
         Decision::Approve(approval) => approval,
         Decision::Deny(denial) => {
-            return Err(Refusal::bad_request("the request was not approved", denial.to_string()))
+            return Err(Refusal::bad_request(
+                "the request was not approved",
+                denial.to_string(),
+            ))
         }
     };
     require_no_constraints(&approval.constraints)?;
     if let Some(redemption) = &approval.redeem {
-        match enroller.store.redeem_once(&redemption.id, redemption.forget_after, now) {
+        match enroller
+            .store
+            .redeem_once(&redemption.id, redemption.forget_after, now)
+        {
             Ok(true) => {}
-            Ok(false) => return Err(Refusal::bad_request("the challenge was already used", "one-time challenge reused")),
+            Ok(false) => {
+                return Err(Refusal::bad_request(
+                    "the challenge was already used",
+                    "one-time challenge reused",
+                ))
+            }
             Err(e) => return Err(Refusal::internal(format!("store: redeem: {e}"))),
         }
     }
-    Ok(Approved { template, csr_der, key })
+    Ok(Approved {
+        template,
+        csr_der,
+        key,
+    })
 }
 
 /// Constraints come with signed challenges (a later issue). Until the RA enforces them,
@@ -176,13 +212,23 @@ fn require_no_constraints(constraints: &Constraints) -> Result<(), Refusal> {
     if *constraints == Constraints::default() {
         Ok(())
     } else {
-        Err(Refusal::internal("policy module returned constraints this RA cannot enforce yet"))
+        Err(Refusal::internal(
+            "policy module returned constraints this RA cannot enforce yet",
+        ))
     }
 }
 
 /// Steps 7 and 8: the CA signs; certificate and transaction become durable together.
-fn issue<'a>(enroller: &'a Enroller, approved: Approved<'a>, now: SystemTime) -> Result<Delivery<'a>, Refusal> {
-    let request = IssueRequest { csr_der: approved.csr_der, profile: &approved.template.profile, now };
+fn issue<'a>(
+    enroller: &'a Enroller,
+    approved: Approved<'a>,
+    now: SystemTime,
+) -> Result<Delivery<'a>, Refusal> {
+    let request = IssueRequest {
+        csr_der: approved.csr_der,
+        profile: &approved.template.profile,
+        now,
+    };
     // A duplicate serial (128 random bits) is astronomically unlikely; one retry covers it.
     for _attempt in 0..2 {
         let issued = enroller.ca.issue(&request).map_err(refusal_for_ca_error)?;
@@ -217,17 +263,27 @@ fn issue<'a>(enroller: &'a Enroller, approved: Approved<'a>, now: SystemTime) ->
 /// for the client, badRequest. Anything else is ours: logged with the reference.
 fn refusal_for_ca_error(error: CaError) -> Refusal {
     match error {
-        CaError::BadCsrSignature => Refusal::bad_message_check("the CSR signature does not verify", error.to_string()),
-        CaError::UnsupportedAlgorithm(_) => Refusal::bad_alg("algorithm not supported", error.to_string()),
+        CaError::BadCsrSignature => {
+            Refusal::bad_message_check("the CSR signature does not verify", error.to_string())
+        }
+        CaError::UnsupportedAlgorithm(_) => {
+            Refusal::bad_alg("algorithm not supported", error.to_string())
+        }
         CaError::MalformedCsr(_) | CaError::ProfileViolation { .. } | CaError::InvalidName(_) => {
-            Refusal::bad_request("the request does not satisfy the template", error.to_string())
+            Refusal::bad_request(
+                "the request does not satisfy the template",
+                error.to_string(),
+            )
         }
         _ => Refusal::internal(format!("CA: {error}")),
     }
 }
 
 fn record_failure(enroller: &Enroller, key: &TxKey, refusal: &Refusal, now: SystemTime) {
-    if let Err(e) = enroller.store.record_failure(key, refusal.fail_info.code(), refusal.text, now) {
+    if let Err(e) = enroller
+        .store
+        .record_failure(key, refusal.fail_info.code(), refusal.text, now)
+    {
         // Never drop a side effect's error (design.md §7 rule 8).
         tracing::error!(transaction_id = %key.transaction_id, error = %e, "could not record a failed transaction");
     }

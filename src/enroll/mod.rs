@@ -36,15 +36,27 @@ pub struct Refusal {
 impl Refusal {
     /// Bad signature, digest mismatch, bad CSR self-signature, any envelope failure.
     pub fn bad_message_check(text: &'static str, detail: impl Into<String>) -> Self {
-        Self { fail_info: FailInfo::BadMessageCheck, text, detail: detail.into() }
+        Self {
+            fail_info: FailInfo::BadMessageCheck,
+            text,
+            detail: detail.into(),
+        }
     }
     /// Unsupported or disallowed algorithm.
     pub fn bad_alg(text: &'static str, detail: impl Into<String>) -> Self {
-        Self { fail_info: FailInfo::BadAlg, text, detail: detail.into() }
+        Self {
+            fail_info: FailInfo::BadAlg,
+            text,
+            detail: detail.into(),
+        }
     }
     /// Policy denial, reuse, conflicts, unsupported message types.
     pub fn bad_request(text: &'static str, detail: impl Into<String>) -> Self {
-        Self { fail_info: FailInfo::BadRequest, text, detail: detail.into() }
+        Self {
+            fail_info: FailInfo::BadRequest,
+            text,
+            detail: detail.into(),
+        }
     }
     /// A rejection from the codec: its detail goes to the log only, the client gets a
     /// generic text for the failInfo (details could help an attacker).
@@ -56,7 +68,11 @@ impl Refusal {
             FailInfo::BadCertId => "no such certificate",
             FailInfo::BadRequest => "request not supported",
         };
-        Self { fail_info: rejected.fail_info, text, detail: rejected.detail.into() }
+        Self {
+            fail_info: rejected.fail_info,
+            text,
+            detail: rejected.detail.into(),
+        }
     }
 
     /// CA, store or key failure: still badRequest on the wire (design.md §4), with the
@@ -149,7 +165,9 @@ impl Enroller {
             templates: parts.templates,
             policies,
             legacy_everywhere: parts.legacy_everywhere,
-            limits: Limits { max_message_bytes: parts.max_message_bytes },
+            limits: Limits {
+                max_message_bytes: parts.max_message_bytes,
+            },
         }
     }
 
@@ -180,7 +198,13 @@ impl Enroller {
             Err(Err(unreadable)) => return PkiReply::Unreadable(unreadable.to_string()),
             Err(Ok(rejected)) => {
                 let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(&rejected.reply_to, None, ContentCipher::Aes128Cbc, route, refusal);
+                return self.refuse(
+                    &rejected.reply_to,
+                    None,
+                    ContentCipher::Aes128Cbc,
+                    route,
+                    refusal,
+                );
             }
         };
         let message_type = received.message_type();
@@ -188,21 +212,36 @@ impl Enroller {
             Ok(verified) => verified,
             Err(rejected) => {
                 let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
+                return self.refuse(
+                    &rejected.reply_to,
+                    Some(message_type),
+                    ContentCipher::Aes128Cbc,
+                    route,
+                    refusal,
+                );
             }
         };
         let recipients: Vec<_> = self
             .ra
             .decrypters
             .iter()
-            .map(|pair| crate::scep::envelope::RecipientKey { cert_der: &pair.cert_der, key: &pair.key })
+            .map(|pair| crate::scep::envelope::RecipientKey {
+                cert_der: &pair.cert_der,
+                key: &pair.key,
+            })
             .collect();
         let legacy = self.legacy_everywhere || route.legacy_algorithms;
         let opened = match verified.open(&recipients, legacy) {
             Ok(opened) => opened,
             Err(rejected) => {
                 let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(&rejected.reply_to, Some(message_type), ContentCipher::Aes128Cbc, route, refusal);
+                return self.refuse(
+                    &rejected.reply_to,
+                    Some(message_type),
+                    ContentCipher::Aes128Cbc,
+                    route,
+                    refusal,
+                );
             }
         };
         let reply_to = opened.reply_to().clone();
@@ -210,21 +249,38 @@ impl Enroller {
         match message_type {
             MessageType::PkcsReq => match approve::enroll(self, route, &opened, now) {
                 Ok(issued) => self.succeed(&reply_to, cipher, issued),
-                Err((template, refusal)) => self.refuse(&reply_to, Some(message_type), cipher, template.unwrap_or(route), refusal),
+                Err((template, refusal)) => self.refuse(
+                    &reply_to,
+                    Some(message_type),
+                    cipher,
+                    template.unwrap_or(route),
+                    refusal,
+                ),
             },
             // Allow-list dispatch (CVE-2026-30836): anything else is refused before any policy.
             other => {
-                let refusal = Refusal::bad_request("message type not supported", format!("{other} not supported"));
+                let refusal = Refusal::bad_request(
+                    "message type not supported",
+                    format!("{other} not supported"),
+                );
                 self.refuse(&reply_to, Some(other), cipher, route, refusal)
             }
         }
     }
 
     fn signer(&self) -> ReplySigner<'_> {
-        ReplySigner { cert_der: &self.ra.signer.cert_der, key: &self.ra.signer.key }
+        ReplySigner {
+            cert_der: &self.ra.signer.cert_der,
+            key: &self.ra.signer.key,
+        }
     }
 
-    fn succeed(&self, reply_to: &ReplyTo, cipher: ContentCipher, issued: approve::Delivery<'_>) -> PkiReply {
+    fn succeed(
+        &self,
+        reply_to: &ReplyTo,
+        cipher: ContentCipher,
+        issued: approve::Delivery<'_>,
+    ) -> PkiReply {
         let mut certs: Vec<&[u8]> = vec![&issued.cert_der];
         if issued.template.include_chain {
             certs.extend(self.ca.chain().iter().map(Vec::as_slice));
@@ -238,7 +294,12 @@ impl Enroller {
             replayed: issued.replayed,
             ..Summary::default()
         };
-        match reply::encode_cert_rep(reply_to, &Outcome::Success { certs: &certs }, cipher, &self.signer()) {
+        match reply::encode_cert_rep(
+            reply_to,
+            &Outcome::Success { certs: &certs },
+            cipher,
+            &self.signer(),
+        ) {
             Ok(der) => PkiReply::CertRep { der, summary },
             // The requester's signer key cannot receive a key-transport envelope (not RSA).
             Err(e) => self.refuse(
@@ -246,7 +307,10 @@ impl Enroller {
                 Some(MessageType::PkcsReq),
                 cipher,
                 issued.template,
-                Refusal::bad_alg("cannot encrypt the reply to the signer's key", e.to_string()),
+                Refusal::bad_alg(
+                    "cannot encrypt the reply to the signer's key",
+                    e.to_string(),
+                ),
             ),
         }
     }
@@ -259,7 +323,10 @@ impl Enroller {
         template: &Template,
         refusal: Refusal,
     ) -> PkiReply {
-        let outcome = Outcome::Failure { fail_info: refusal.fail_info, text: refusal.text };
+        let outcome = Outcome::Failure {
+            fail_info: refusal.fail_info,
+            text: refusal.text,
+        };
         let summary = Summary {
             message_type,
             transaction_id: reply_to.transaction_id.clone(),

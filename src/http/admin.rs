@@ -46,14 +46,21 @@ pub struct CertView {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl CertView {
     /// The view of a stored record at time `now`.
     pub fn new(record: &CertRecord, now: SystemTime) -> Self {
         let (status, revoked_at, reason, by) = match &record.status {
-            CertStatus::Revoked { at, reason, by } => ("revoked", Some(unix(*at)), Some(reason.clone()), Some(by.clone())),
+            CertStatus::Revoked { at, reason, by } => (
+                "revoked",
+                Some(unix(*at)),
+                Some(reason.clone()),
+                Some(by.clone()),
+            ),
             CertStatus::Valid if record.not_after < now => ("expired", None, None, None),
             CertStatus::Valid => ("valid", None, None, None),
         };
@@ -104,7 +111,13 @@ pub enum RevokeResult {
 }
 
 /// Revokes `serial` in the store: records time, reason and who asked. Twice is harmless.
-pub fn revoke(store: &dyn Store, serial: &[u8], reason: &str, by: &str, now: SystemTime) -> RevokeResult {
+pub fn revoke(
+    store: &dyn Store,
+    serial: &[u8],
+    reason: &str,
+    by: &str,
+    now: SystemTime,
+) -> RevokeResult {
     let reason = match reason.parse::<scepd_ca::RevocationReason>() {
         Ok(reason) => reason.to_string(),
         Err(_) => return RevokeResult::BadReason(reason.to_owned()),
@@ -116,9 +129,10 @@ pub fn revoke(store: &dyn Store, serial: &[u8], reason: &str, by: &str, now: Sys
         Err(e) => return RevokeResult::Failed(e.to_string()),
     };
     match store.certificate(serial) {
-        Ok(Some(record)) => {
-            RevokeResult::Done(RevokeAnswer { outcome: outcome.into(), certificate: CertView::new(&record, now) })
-        }
+        Ok(Some(record)) => RevokeResult::Done(RevokeAnswer {
+            outcome: outcome.into(),
+            certificate: CertView::new(&record, now),
+        }),
         Ok(None) => RevokeResult::NotFound,
         Err(e) => RevokeResult::Failed(e.to_string()),
     }
@@ -159,14 +173,22 @@ impl AdminApi {
         match (request.method(), segments.as_slice()) {
             (&Method::GET, ["v1", "certs"]) => self.list(now),
             (&Method::GET, ["v1", "certs", serial]) => self.show(serial, now),
-            (&Method::POST, ["v1", "certs", serial, "revoke"]) => self.revoke(serial, request.body(), now),
+            (&Method::POST, ["v1", "certs", serial, "revoke"]) => {
+                self.revoke(serial, request.body(), now)
+            }
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
 
     fn list(&self, now: SystemTime) -> Response<Bytes> {
         match self.store.certificates() {
-            Ok(records) => json(StatusCode::OK, &records.iter().map(|r| CertView::new(r, now)).collect::<Vec<_>>()),
+            Ok(records) => json(
+                StatusCode::OK,
+                &records
+                    .iter()
+                    .map(|r| CertView::new(r, now))
+                    .collect::<Vec<_>>(),
+            ),
             Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }
@@ -187,15 +209,22 @@ impl AdminApi {
             return json_error(StatusCode::BAD_REQUEST, "serial must be hex");
         };
         let Ok(body) = serde_json::from_slice::<RevokeBody>(body) else {
-            return json_error(StatusCode::BAD_REQUEST, "body must be {\"reason\": ..., \"by\": ...}");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"reason\": ..., \"by\": ...}",
+            );
         };
         match revoke(&*self.store, &serial, &body.reason, &body.by, now) {
             RevokeResult::Done(answer) => {
                 tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
                 json(StatusCode::OK, &answer)
             }
-            RevokeResult::NotFound => json_error(StatusCode::NOT_FOUND, "no certificate with this serial"),
-            RevokeResult::BadReason(r) => json_error(StatusCode::BAD_REQUEST, &format!("unknown reason {r:?}")),
+            RevokeResult::NotFound => {
+                json_error(StatusCode::NOT_FOUND, "no certificate with this serial")
+            }
+            RevokeResult::BadReason(r) => {
+                json_error(StatusCode::BAD_REQUEST, &format!("unknown reason {r:?}"))
+            }
             RevokeResult::Failed(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
         }
     }
@@ -209,7 +238,10 @@ pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
 }
 
 impl Handler for AdminApi {
-    fn call(&self, request: Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>> {
+    fn call(
+        &self,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>> {
         Box::pin(async move { self.route(request) })
     }
 }
@@ -218,7 +250,10 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 

@@ -18,7 +18,12 @@
 //! `Content-Length`s, an unparsable head, or a head over `max_head_bytes` switch the rest of
 //! the connection to pass-through, where hyper sees the bytes unchanged and answers (or
 //! refuses) them itself. Writes pass straight through.
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::io;
 use std::pin::Pin;
@@ -186,7 +191,9 @@ impl<S> LongUriRewriter<S> {
                 if pending == 0 {
                     return false;
                 }
-                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(pending);
+                let take = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(pending);
                 self.ready = self.ready.saturating_add(take);
                 self.mode = body_mode(remaining.saturating_sub(take as u64));
                 true
@@ -196,10 +203,21 @@ impl<S> LongUriRewriter<S> {
     }
 
     fn process_head(&mut self) -> bool {
-        let Self { input, ready, scanned, out, mode, max_head_bytes, .. } = self;
+        let Self {
+            input,
+            ready,
+            scanned,
+            out,
+            mode,
+            max_head_bytes,
+            ..
+        } = self;
         let pending = input.filled().get(*ready..).unwrap_or_default();
         // httparse (and so hyper) skips empty lines before a request line; pass them on.
-        let blank = pending.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        let blank = pending
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
         if blank > 0 {
             *ready = ready.saturating_add(blank);
             *scanned = 0;
@@ -252,7 +270,11 @@ fn body_mode(remaining: u64) -> Mode {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for LongUriRewriter<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -272,7 +294,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LongUriRewriter<S> {
                 Mode::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
                 Mode::Body(remaining) => {
                     // Straight into the caller's buffer too, but never past the body.
-                    let limit = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.remaining());
+                    let limit = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.remaining());
                     let mut body = ReadBuf::new(buf.initialize_unfilled_to(limit));
                     ready!(Pin::new(&mut this.inner).poll_read(cx, &mut body))?;
                     let n = body.filled().len();
@@ -286,7 +310,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for LongUriRewriter<S> {
                 }
                 Mode::Head => {
                     let pending = this.input.len().saturating_sub(this.ready);
-                    let room = this.max_head_bytes.saturating_add(1).saturating_sub(pending).clamp(1, READ_CHUNK);
+                    let room = this
+                        .max_head_bytes
+                        .saturating_add(1)
+                        .saturating_sub(pending)
+                        .clamp(1, READ_CHUNK);
                     let mut read = ReadBuf::new(this.input.spare(room));
                     ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
                     let n = read.filled().len();
@@ -304,7 +332,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for LongUriRewriter<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for LongUriRewriter<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
@@ -385,8 +417,12 @@ fn examine(head: &[u8]) -> Option<Examined> {
         (false, 1, Some(n)) => body_mode(n),
         _ => Mode::Passthrough,
     };
-    let moves_message = target.len() > LONG_TARGET_BYTES && split_target(target.as_bytes()).is_some();
-    Some(Examined { framing, rewrite: strip || moves_message })
+    let moves_message =
+        target.len() > LONG_TARGET_BYTES && split_target(target.as_bytes()).is_some();
+    Some(Examined {
+        framing,
+        rewrite: strip || moves_message,
+    })
 }
 
 /// A `Content-Length` value: ASCII digits around optional whitespace, within `u64`.
@@ -395,7 +431,10 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0'))))
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))
+    })
 }
 
 /// A request-target with a `message` parameter: its path, its query, and the raw value of
@@ -411,7 +450,10 @@ fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 
 /// `message` or `message=...`, the name compared as `request::parse_query` does.
 fn is_message_param(param: &[u8]) -> bool {
-    param.split(|&b| b == b'=').next().is_some_and(|name| name.eq_ignore_ascii_case(b"message"))
+    param
+        .split(|&b| b == b'=')
+        .next()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"message"))
 }
 
 /// Splits off the first line, terminator included.
@@ -430,9 +472,17 @@ fn rewrite_head(head: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let target_len = after_method.iter().position(|&b| b == b' ')?;
     let (target, version) = after_method.split_at(target_len);
     out.clear();
-    out.reserve(head.len().saturating_add(MESSAGE_HEADER.len()).saturating_add(4));
+    out.reserve(
+        head.len()
+            .saturating_add(MESSAGE_HEADER.len())
+            .saturating_add(4),
+    );
     out.extend_from_slice(method);
-    let moved = if target.len() > LONG_TARGET_BYTES { split_target(target) } else { None };
+    let moved = if target.len() > LONG_TARGET_BYTES {
+        split_target(target)
+    } else {
+        None
+    };
     let Some((path, query, value)) = moved else {
         out.extend_from_slice(target);
         out.extend_from_slice(version);
@@ -466,7 +516,12 @@ fn rewrite_headers(mut rest: &[u8], out: &mut Vec<u8>) -> Option<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use std::collections::VecDeque;
@@ -477,7 +532,11 @@ mod tests {
     struct Script(VecDeque<Vec<u8>>);
 
     impl AsyncRead for Script {
-        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             let this = self.get_mut();
             if let Some(chunk) = this.0.front_mut() {
                 let n = chunk.len().min(buf.remaining());
@@ -532,12 +591,15 @@ mod tests {
         .into_bytes()
     }
 
-    const SHORT_GET: &[u8] = b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: scep.example\r\n\r\n";
+    const SHORT_GET: &[u8] =
+        b"GET /scep?operation=GetCACaps HTTP/1.1\r\nHost: scep.example\r\n\r\n";
 
     #[tokio::test]
     async fn short_requests_pass_byte_identical() {
         let mut stream = SHORT_GET.to_vec();
-        stream.extend_from_slice(b"GET /scep?operation=PKIOperation&message=MIIBshort HTTP/1.1\nhost: a\n\n");
+        stream.extend_from_slice(
+            b"GET /scep?operation=PKIOperation&message=MIIBshort HTTP/1.1\nhost: a\n\n",
+        );
         stream.extend_from_slice(b"\r\nHEAD /healthz HTTP/1.0\r\n\r\n");
         assert_eq!(run_whole(&stream).await, stream);
         assert_eq!(run(bytewise(&stream), 3).await, stream);
@@ -546,18 +608,29 @@ mod tests {
     #[tokio::test]
     async fn a_100_kib_target_is_rewritten() {
         let value = long_value(100 * 1024);
-        assert_eq!(run_whole(&long_get(&value)).await, long_get_rewritten(&value));
+        assert_eq!(
+            run_whole(&long_get(&value)).await,
+            long_get_rewritten(&value)
+        );
         // Small reader buffers: the rewritten head goes out in pieces.
-        assert_eq!(run(vec![long_get(&value)], 1000).await, long_get_rewritten(&value));
+        assert_eq!(
+            run(vec![long_get(&value)], 1000).await,
+            long_get_rewritten(&value)
+        );
     }
 
     #[tokio::test]
     async fn message_in_the_middle_and_other_parameters_stay() {
         let value = long_value(20 * 1024);
-        let head = format!("GET /scep/wifi?x=1&MESSAGE={value}&operation=PKIOperation&&y HTTP/1.1\nHost: h\n\n");
+        let head = format!(
+            "GET /scep/wifi?x=1&MESSAGE={value}&operation=PKIOperation&&y HTTP/1.1\nHost: h\n\n"
+        );
         let want =
             format!("GET /scep/wifi?x=1&operation=PKIOperation&&y HTTP/1.1\nx-scepd-message: {value}\r\nHost: h\n\n");
-        assert_eq!(String::from_utf8(run_whole(head.as_bytes()).await).unwrap(), want);
+        assert_eq!(
+            String::from_utf8(run_whole(head.as_bytes()).await).unwrap(),
+            want
+        );
     }
 
     #[tokio::test]
@@ -594,9 +667,11 @@ mod tests {
         let value = long_value(20 * 1024);
         // A body that looks like a head with a long message and a forged header.
         let body = format!("GET /x?message={value} HTTP/1.1\r\nx-scepd-message: forged\r\n\r\n");
-        let mut stream =
-            format!("POST /scep?operation=PKIOperation HTTP/1.1\r\ncontent-LENGTH: {}\r\n\r\n", body.len())
-                .into_bytes();
+        let mut stream = format!(
+            "POST /scep?operation=PKIOperation HTTP/1.1\r\ncontent-LENGTH: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
         stream.extend_from_slice(body.as_bytes());
         stream.extend_from_slice(&long_get(&value));
         let mut want = stream[..stream.len() - long_get(&value).len()].to_vec();
@@ -605,7 +680,11 @@ mod tests {
         assert_eq!(run(bytewise(&stream), 7).await, want);
         // The body read straight from the stream in large pieces.
         let head_len = stream.len() - body.len() - long_get(&value).len();
-        let chunks = vec![stream[..head_len].to_vec(), body.as_bytes().to_vec(), long_get(&value)];
+        let chunks = vec![
+            stream[..head_len].to_vec(),
+            body.as_bytes().to_vec(),
+            long_get(&value),
+        ];
         assert_eq!(run(chunks, 100).await, want);
     }
 
@@ -651,7 +730,10 @@ mod tests {
         let fixed = long_get("").len();
         let value = long_value(LIMIT - fixed);
         assert_eq!(long_get(&value).len(), LIMIT);
-        assert_eq!(run_whole(&long_get(&value)).await, long_get_rewritten(&value));
+        assert_eq!(
+            run_whole(&long_get(&value)).await,
+            long_get_rewritten(&value)
+        );
     }
 
     #[tokio::test]
@@ -660,7 +742,11 @@ mod tests {
         let mut buf = vec![0; 1024];
         let n = rewriter.read(&mut buf).await.unwrap();
         assert!(n > 0);
-        assert!(rewriter.input.data.len() <= LIMIT + 1 + READ_CHUNK, "{}", rewriter.input.data.len());
+        assert!(
+            rewriter.input.data.len() <= LIMIT + 1 + READ_CHUNK,
+            "{}",
+            rewriter.input.data.len()
+        );
         assert_eq!(rewriter.mode, Mode::Passthrough);
     }
 
@@ -682,7 +768,8 @@ mod tests {
     #[tokio::test]
     async fn invalid_heads_and_early_eof_pass_unchanged() {
         let value = long_value(20 * 1024);
-        let mut stream = format!("GET /scep?message={value} HTTP/1.1\r\nbad header\r\n\r\n").into_bytes();
+        let mut stream =
+            format!("GET /scep?message={value} HTTP/1.1\r\nbad header\r\n\r\n").into_bytes();
         stream.extend_from_slice(&long_get(&value));
         assert_eq!(run_whole(&stream).await, stream);
         let truncated = format!("GET /scep?message={value} HTTP/1.1\r\nHost: h\r\n").into_bytes();

@@ -78,7 +78,11 @@ pub fn classify_path(path: &str) -> Endpoint {
         return Endpoint::NotFound;
     };
     let name = rest.strip_suffix("/pkiclient.exe").unwrap_or(rest);
-    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Endpoint::Scep(Some(name.to_owned()))
     } else {
         Endpoint::NotFound
@@ -100,7 +104,9 @@ pub fn parse_query(query: &str) -> ScepQuery {
     let mut out = ScepQuery::default();
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8_lossy()
+            .into_owned();
         if name.eq_ignore_ascii_case("operation") {
             out.operation = Some(value);
         } else if name.eq_ignore_ascii_case("message") {
@@ -129,7 +135,10 @@ pub fn decode_message(message: &str) -> Option<Vec<u8>> {
             other => other,
         })
         .collect();
-    LENIENT_BASE64.decode(cleaned.trim_end_matches('=')).ok().filter(|m| !m.is_empty())
+    LENIENT_BASE64
+        .decode(cleaned.trim_end_matches('='))
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 #[cfg(test)]
@@ -139,11 +148,26 @@ mod tests {
     #[test]
     fn paths_match_without_case_and_with_suffixes() {
         assert_eq!(classify_path("/scep"), Endpoint::Scep(None));
-        assert_eq!(classify_path("/CertSrv/mscep/mscep.dll"), Endpoint::Scep(None));
-        assert_eq!(classify_path("/certsrv/mscep/mscep.dll/pkiclient.exe"), Endpoint::Scep(None));
-        assert_eq!(classify_path("/cgi-bin/PKICLIENT.EXE"), Endpoint::Scep(None));
-        assert_eq!(classify_path("/scep/WiFi"), Endpoint::Scep(Some("wifi".into())));
-        assert_eq!(classify_path("/scep/wifi/pkiclient.exe"), Endpoint::Scep(Some("wifi".into())));
+        assert_eq!(
+            classify_path("/CertSrv/mscep/mscep.dll"),
+            Endpoint::Scep(None)
+        );
+        assert_eq!(
+            classify_path("/certsrv/mscep/mscep.dll/pkiclient.exe"),
+            Endpoint::Scep(None)
+        );
+        assert_eq!(
+            classify_path("/cgi-bin/PKICLIENT.EXE"),
+            Endpoint::Scep(None)
+        );
+        assert_eq!(
+            classify_path("/scep/WiFi"),
+            Endpoint::Scep(Some("wifi".into()))
+        );
+        assert_eq!(
+            classify_path("/scep/wifi/pkiclient.exe"),
+            Endpoint::Scep(Some("wifi".into()))
+        );
         assert_eq!(classify_path("/scep/../etc"), Endpoint::NotFound);
         assert_eq!(classify_path("/healthz"), Endpoint::Health);
         assert_eq!(classify_path("/other"), Endpoint::NotFound);
@@ -163,7 +187,11 @@ mod tests {
         assert_eq!(decode_message(&padded).unwrap(), bytes);
         assert_eq!(decode_message(padded.trim_end_matches('=')).unwrap(), bytes);
         assert_eq!(decode_message(&padded.replace('+', " ")).unwrap(), bytes);
-        let wrapped: String = padded.as_bytes().chunks(64).map(|c| format!("{}\n", String::from_utf8_lossy(c))).collect();
+        let wrapped: String = padded
+            .as_bytes()
+            .chunks(64)
+            .map(|c| format!("{}\n", String::from_utf8_lossy(c)))
+            .collect();
         assert_eq!(decode_message(&wrapped).unwrap(), bytes);
         assert!(decode_message("!!!").is_none());
         assert!(decode_message("").is_none());

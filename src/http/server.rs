@@ -29,7 +29,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers requests whose body has been read in full.
 pub trait Handler: Send + Sync + 'static {
     /// One request.
-    fn call(&self, request: Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>>;
+    fn call(
+        &self,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>>;
 }
 
 /// Errors while setting up listeners.
@@ -50,14 +53,18 @@ pub enum ServeError {
 
 /// Binds a TCP listener with a clear error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Builds the TLS acceptor from PEM files (chain, key).
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, ServeError> {
     let tls = |e: openssl::error::ErrorStack| ServeError::Tls(e.to_string());
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(tls)?;
-    builder.set_certificate_chain_file(cert).map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+    builder
+        .set_certificate_chain_file(cert)
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
     builder
         .set_private_key_file(key, SslFiletype::PEM)
         .map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
@@ -102,16 +109,22 @@ pub async fn serve<H: Handler>(
             let _permit = permit;
             match tls {
                 None => {
-                    let stream = LongUriRewriter::new(stream, limits.max_request_line_bytes + 16 * 1024);
+                    let stream =
+                        LongUriRewriter::new(stream, limits.max_request_line_bytes + 16 * 1024);
                     serve_connection(TokioIo::new(stream), handler, limits, watcher).await
                 }
-                Some(acceptor) => match tls_handshake(&acceptor, stream, limits.header_read_timeout).await {
-                    Some(stream) => {
-                        let stream = LongUriRewriter::new(stream, limits.max_request_line_bytes + 16 * 1024);
-                        serve_connection(TokioIo::new(stream), handler, limits, watcher).await
+                Some(acceptor) => {
+                    match tls_handshake(&acceptor, stream, limits.header_read_timeout).await {
+                        Some(stream) => {
+                            let stream = LongUriRewriter::new(
+                                stream,
+                                limits.max_request_line_bytes + 16 * 1024,
+                            );
+                            serve_connection(TokioIo::new(stream), handler, limits, watcher).await
+                        }
+                        None => tracing::debug!(%peer, "TLS handshake failed or timed out"),
                     }
-                    None => tracing::debug!(%peer, "TLS handshake failed or timed out"),
-                },
+                }
             }
         });
     }
@@ -171,11 +184,18 @@ async fn serve_connection<I, H>(
 }
 
 /// Reads the whole body within `max_body_bytes` (413 past it), then hands over.
-async fn read_and_handle<H: Handler>(request: Request<Incoming>, handler: &H, max_body_bytes: usize) -> Response<Bytes> {
+async fn read_and_handle<H: Handler>(
+    request: Request<Incoming>,
+    handler: &H,
+    max_body_bytes: usize,
+) -> Response<Bytes> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return status_only(StatusCode::PAYLOAD_TOO_LARGE)
         }
         Err(_) => return status_only(StatusCode::BAD_REQUEST),

@@ -44,7 +44,13 @@ pub enum DigestAlg {
 
 impl DigestAlg {
     /// Every supported digest, strongest last.
-    pub const ALL: [DigestAlg; 5] = [Self::Sha1, Self::Sha224, Self::Sha256, Self::Sha384, Self::Sha512];
+    pub const ALL: [DigestAlg; 5] = [
+        Self::Sha1,
+        Self::Sha224,
+        Self::Sha256,
+        Self::Sha384,
+        Self::Sha512,
+    ];
 
     /// The digest's OID (RFC 5754).
     pub fn oid(self) -> Oid {
@@ -151,9 +157,15 @@ impl ContentCipher {
 
     /// Recognises a content-encryption OID.
     pub fn from_oid(oid: &Oid) -> Option<Self> {
-        [Self::DesCbc, Self::DesEde3Cbc, Self::Aes128Cbc, Self::Aes192Cbc, Self::Aes256Cbc]
-            .into_iter()
-            .find(|c| c.oid() == *oid)
+        [
+            Self::DesCbc,
+            Self::DesEde3Cbc,
+            Self::Aes128Cbc,
+            Self::Aes192Cbc,
+            Self::Aes256Cbc,
+        ]
+        .into_iter()
+        .find(|c| c.oid() == *oid)
     }
 
     /// True for single DES, which needs the explicit legacy switch.
@@ -311,7 +323,11 @@ pub fn rsa_encrypt<T: HasPublic>(
 }
 
 /// Signs `data` (RSA PKCS#1 v1.5 or ECDSA, DER-encoded signature).
-pub fn sign<T: HasPrivate>(key: &PKeyRef<T>, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn sign<T: HasPrivate>(
+    key: &PKeyRef<T>,
+    digest: DigestAlg,
+    data: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let mut signer = Signer::new(digest.message_digest(), key)?;
     if key.id() == Id::RSA {
         signer.set_rsa_padding(Padding::PKCS1)?;
@@ -331,7 +347,9 @@ pub fn verify<T: HasPublic>(
         verifier.set_rsa_padding(Padding::PKCS1)?;
     }
     let valid = verifier.verify_oneshot(signature, data).unwrap_or(false);
-    Ok(valid || (key.id() == Id::RSA && rsa_digest_info_without_null_matches(key, digest, data, signature)))
+    Ok(valid
+        || (key.id() == Id::RSA
+            && rsa_digest_info_without_null_matches(key, digest, data, signature)))
 }
 
 /// RFC 8017 §9.2 note 1: the DigestInfo's AlgorithmIdentifier may carry NULL parameters or
@@ -354,7 +372,9 @@ fn rsa_digest_info_without_null_matches<T: HasPublic>(
     });
     let recovered = key.rsa().ok().and_then(|rsa| {
         let mut out = vec![0; usize::try_from(rsa.size()).ok()?];
-        let len = rsa.public_decrypt(signature, &mut out, Padding::PKCS1).ok()?;
+        let len = rsa
+            .public_decrypt(signature, &mut out, Padding::PKCS1)
+            .ok()?;
         out.truncate(len);
         Some(out)
     });
@@ -402,14 +422,20 @@ mod tests {
         let expected = hex::decode("61d7391cb5ace1ebbb6dfff0e5f7df779ea3ae240533ff3b").unwrap();
         let key = hex::decode("0011223344556677").unwrap();
         let iv = hex::decode("0001020304050607").unwrap();
-        let sealed = ContentCipher::DesCbc.encrypt(&key, &iv, b"scepd-des-vector").unwrap();
+        let sealed = ContentCipher::DesCbc
+            .encrypt(&key, &iv, b"scepd-des-vector")
+            .unwrap();
         assert_eq!(sealed, expected);
     }
 
     #[test]
     fn key_transport_round_trips_and_bad_input_gives_a_decoy() {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        for transport in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaep(DigestAlg::Sha1), KeyTransport::RsaOaep(DigestAlg::Sha256)] {
+        for transport in [
+            KeyTransport::RsaPkcs1v15,
+            KeyTransport::RsaOaep(DigestAlg::Sha1),
+            KeyTransport::RsaOaep(DigestAlg::Sha256),
+        ] {
             let cek = random_bytes(32);
             let wrapped = rsa_encrypt(&key, transport, &cek).unwrap();
             assert_eq!(unwrap_key_or_random(&key, transport, &wrapped, 32), cek);
@@ -422,7 +448,8 @@ mod tests {
     #[test]
     fn signatures_verify_and_tampering_fails() {
         let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
         let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
         for key in [rsa, ec] {
             for digest in DigestAlg::ALL {

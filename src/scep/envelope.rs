@@ -12,7 +12,7 @@ use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::RecipientIdentifier;
 use der::asn1::{Any, OctetString};
 use der::{Decode, Encode, Tag, Tagged};
-use openssl::pkey::{Id, PKey, PKeyRef, Private};
+use openssl::pkey::{Id, PKeyRef, Private};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::Certificate;
@@ -293,8 +293,8 @@ fn recipient_info(
     content_key: &[u8],
 ) -> Result<Any, SealError> {
     let cert = Certificate::from_der(recipient.cert_der)?;
-    let spki = cert.tbs_certificate.subject_public_key_info.to_der()?;
-    let public_key = PKey::public_key_from_der(&spki).map_err(CryptoError::from)?;
+    let public_key = scepd_ca::public_key_from_spki(&cert.tbs_certificate.subject_public_key_info)
+        .map_err(|_| SealError::Crypto(CryptoError::UnsupportedKey))?;
     let encrypted_key = crypto::rsa_encrypt(&public_key, transport, content_key)?;
     let (version, rid) = if recipient.by_key_identifier {
         let ski = subject_key_identifier(&cert).ok_or(SealError::NoKeyIdentifier)?;

@@ -5,9 +5,9 @@ pub mod attributes;
 pub mod ber;
 pub mod client;
 pub mod crypto;
+pub mod csr;
 pub mod decode;
 pub mod envelope;
-pub mod csr;
 pub mod oids;
 pub mod reply;
 pub mod signed;
@@ -163,4 +163,6 @@ impl fmt::Display for FailInfo {
 pub use crypto::{ContentCipher, DigestAlg, KeyTransport};
 pub use decode::{decode, DecodeError, Limits, Opened, Received, Rejected, ReplyTo, Verified};
 pub use envelope::RecipientKey;
-pub use reply::{certs_only, encode_cert_rep, encode_cert_rep_at, EncodeError, Outcome, ReplySigner};
+pub use reply::{
+    certs_only, encode_cert_rep, encode_cert_rep_at, EncodeError, Outcome, ReplySigner,
+};

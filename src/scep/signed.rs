@@ -242,13 +242,8 @@ fn signature_family(
 
 /// The certificate's public key as an openssl key (RSA or EC; anything else is badAlg).
 pub fn public_key(cert: &Certificate) -> Result<PKey<Public>, VerifyError> {
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|_| VerifyError::BadMessageCheck("signer public key"))?;
-    let key =
-        PKey::public_key_from_der(&spki).map_err(|_| VerifyError::BadAlg("signer key type"))?;
+    let key = scepd_ca::public_key_from_spki(&cert.tbs_certificate.subject_public_key_info)
+        .map_err(|_| VerifyError::BadAlg("signer key type"))?;
     match key.id() {
         Id::RSA | Id::EC => Ok(key),
         _ => Err(VerifyError::BadAlg("signer key type")),

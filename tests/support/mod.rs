@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use openssl::pkey::{PKey, Private};
 use scepd::cli::init::{create, InitArgs};
-use scepd::scep::client::{self, CertRepView, ClientIdentity, PreparedRequest, RequestOptions, Tamper};
+use scepd::scep::client::{
+    self, CertRepView, ClientIdentity, PreparedRequest, RequestOptions, Tamper,
+};
 use scepd::scep::csr::{build_csr, CsrSpec};
 use scepd::scep::{ContentCipher, DigestAlg, KeyTransport, MessageType};
 use scepd::App;
@@ -40,7 +42,12 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { ca_key: "rsa2048", legacy: false, templates: Vec::new(), without_ra: false }
+        Self {
+            ca_key: "rsa2048",
+            legacy: false,
+            templates: Vec::new(),
+            without_ra: false,
+        }
     }
 }
 
@@ -63,7 +70,11 @@ pub fn init_dir(dir: &Path, setup: &Setup) -> PathBuf {
         let config = std::fs::read_to_string(&created.config).unwrap();
         let start = config.find("[ra]").unwrap();
         let end = config[start..].find("[store]").unwrap() + start;
-        std::fs::write(&created.config, format!("{}{}", &config[..start], &config[end..])).unwrap();
+        std::fs::write(
+            &created.config,
+            format!("{}{}", &config[..start], &config[end..]),
+        )
+        .unwrap();
     }
     created.config
 }
@@ -73,8 +84,16 @@ impl Instance {
         let dir = tempfile::tempdir().unwrap();
         let config = init_dir(dir.path(), &setup);
         let loaded = scepd::cli::serve::load(&config).unwrap_or_else(|e| panic!("load: {e:?}"));
-        let app = std::sync::Arc::try_unwrap(loaded.app).ok().expect("sole owner");
-        let mut instance = Self { dir, app, ca_certs: Vec::new(), recipient: Vec::new(), reply_signer: Vec::new() };
+        let app = std::sync::Arc::try_unwrap(loaded.app)
+            .ok()
+            .expect("sole owner");
+        let mut instance = Self {
+            dir,
+            app,
+            ca_certs: Vec::new(),
+            recipient: Vec::new(),
+            reply_signer: Vec::new(),
+        };
         let body = instance.get("/scep", "operation=GetCACert").into_body();
         instance.ca_certs = client::parse_ca_certs(&body).unwrap();
         let (recipient, signer) = client::select_ra_certs(&instance.ca_certs).unwrap();
@@ -88,11 +107,18 @@ impl Instance {
     }
 
     pub fn ca_cert(&self) -> &[u8] {
-        self.ca_certs.iter().find(|c| is_ca(c)).expect("a CA certificate")
+        self.ca_certs
+            .iter()
+            .find(|c| is_ca(c))
+            .expect("a CA certificate")
     }
 
     pub fn request(&self, method: Method, uri: &str, body: Vec<u8>) -> Response<Bytes> {
-        let request = Request::builder().method(method).uri(uri).body(Bytes::from(body)).unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Bytes::from(body))
+            .unwrap();
         runtime().block_on(self.app.handle(request))
     }
 
@@ -101,22 +127,43 @@ impl Instance {
     }
 
     pub fn post(&self, path: &str, body: Vec<u8>) -> Response<Bytes> {
-        self.request(Method::POST, &format!("{path}?operation=PKIOperation"), body)
+        self.request(
+            Method::POST,
+            &format!("{path}?operation=PKIOperation"),
+            body,
+        )
     }
 
     /// Sends a prepared request and reads the CertRep, checking signer, nonce and ID.
-    pub fn exchange(&self, path: &str, via: Via, request: &PreparedRequest, signer: &ClientIdentity) -> CertRepView {
+    pub fn exchange(
+        &self,
+        path: &str,
+        via: Via,
+        request: &PreparedRequest,
+        signer: &ClientIdentity,
+    ) -> CertRepView {
         let response = match via {
             Via::Post => self.post(path, request.der.clone()),
             Via::Get => {
                 let b64 = base64_encode(&request.der);
-                let escaped = percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string();
+                let escaped =
+                    percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string();
                 self.get(path, &format!("operation=PKIOperation&message={escaped}"))
             }
         };
-        assert_eq!(response.status(), StatusCode::OK, "body: {:?}", response.body());
-        assert_eq!(response.headers()["content-type"], "application/x-pki-message");
-        client::read_cert_rep(response.body(), request, &self.reply_signer, signer).expect("a valid CertRep")
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "body: {:?}",
+            response.body()
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/x-pki-message"
+        );
+        client::read_cert_rep(response.body(), request, &self.reply_signer, signer)
+            .expect("a valid CertRep")
     }
 }
 
@@ -132,7 +179,13 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 pub fn is_ca(der: &[u8]) -> bool {
@@ -175,7 +228,11 @@ impl Device {
 
     pub fn simple_csr(&self, cn: &str, challenge: &str) -> Vec<u8> {
         let subject = format!("CN={cn},O=scepd tests");
-        self.csr(&CsrSpec { subject: &subject, challenge: Some(challenge), ..CsrSpec::default() })
+        self.csr(&CsrSpec {
+            subject: &subject,
+            challenge: Some(challenge),
+            ..CsrSpec::default()
+        })
     }
 }
 
@@ -190,11 +247,22 @@ pub fn options(transaction_id: &str) -> RequestOptions {
     }
 }
 
-pub fn prepare(instance: &Instance, device: &Device, csr: &[u8], opts: &RequestOptions) -> PreparedRequest {
+pub fn prepare(
+    instance: &Instance,
+    device: &Device,
+    csr: &[u8],
+    opts: &RequestOptions,
+) -> PreparedRequest {
     client::build_request(csr, &instance.recipient, &device.signer, opts).unwrap()
 }
 
-pub fn prepare_tampered(instance: &Instance, device: &Device, csr: &[u8], opts: &RequestOptions, tamper: Tamper) -> PreparedRequest {
+pub fn prepare_tampered(
+    instance: &Instance,
+    device: &Device,
+    csr: &[u8],
+    opts: &RequestOptions,
+    tamper: Tamper,
+) -> PreparedRequest {
     client::build_request_with(csr, &[&instance.recipient], &device.signer, opts, tamper).unwrap()
 }
 
@@ -207,5 +275,6 @@ pub fn openssl_verify(ca_der: &[u8], cert_der: &[u8]) -> bool {
     let store = store.build();
     let chain = openssl::stack::Stack::new().unwrap();
     let mut ctx = openssl::x509::X509StoreContext::new().unwrap();
-    ctx.init(&store, &cert, &chain, |c| c.verify_cert()).unwrap()
+    ctx.init(&store, &cert, &chain, |c| c.verify_cert())
+        .unwrap()
 }
