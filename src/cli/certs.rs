@@ -51,7 +51,7 @@ pub enum CertsAction {
 /// Where state is read from.
 enum Access {
     Direct(SledStore),
-    Api(Config),
+    Api(Box<Config>),
 }
 
 /// Runs `scepd certs ...`.
@@ -69,7 +69,7 @@ pub fn run(args: &CertsArgs) -> u8 {
     };
     let access = match SledStore::open(&config.store_path) {
         Ok(store) => Access::Direct(store),
-        Err(StoreError::Locked { .. }) => Access::Api(config),
+        Err(StoreError::Locked { .. }) => Access::Api(Box::new(config)),
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
@@ -151,7 +151,7 @@ fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), S
     let answer: RevokeAnswer = match access {
         Access::Direct(store) => {
             match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
-                RevokeResult::Done(answer) => answer,
+                RevokeResult::Done(answer) => *answer,
                 RevokeResult::NotFound => return Err("no certificate with this serial".into()),
                 RevokeResult::BadReason(r) => {
                     return Err(format!(

@@ -101,7 +101,7 @@ pub struct RevokeAnswer {
 /// What a revocation did, shared by the API and the CLI's direct path.
 pub enum RevokeResult {
     /// Revoked now, or before.
-    Done(RevokeAnswer),
+    Done(Box<RevokeAnswer>),
     /// No such serial.
     NotFound,
     /// The reason is not an RFC 5280 name.
@@ -129,10 +129,10 @@ pub fn revoke(
         Err(e) => return RevokeResult::Failed(e.to_string()),
     };
     match store.certificate(serial) {
-        Ok(Some(record)) => RevokeResult::Done(RevokeAnswer {
+        Ok(Some(record)) => RevokeResult::Done(Box::new(RevokeAnswer {
             outcome: outcome.into(),
             certificate: CertView::new(&record, now),
-        }),
+        })),
         Ok(None) => RevokeResult::NotFound,
         Err(e) => RevokeResult::Failed(e.to_string()),
     }
@@ -217,7 +217,7 @@ impl AdminApi {
         match revoke(&*self.store, &serial, &body.reason, &body.by, now) {
             RevokeResult::Done(answer) => {
                 tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
-                json(StatusCode::OK, &answer)
+                json(StatusCode::OK, &*answer)
             }
             RevokeResult::NotFound => {
                 json_error(StatusCode::NOT_FOUND, "no certificate with this serial")
