@@ -6,6 +6,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use openssl::nid::Nid;
+use openssl::pkey::PKey;
 use scepd::scep::client::Tamper;
 use scepd::scep::csr::{CsrSpec, San};
 use scepd::scep::{ContentCipher, DigestAlg, FailInfo, KeyTransport, MessageType, PkiStatus};
@@ -731,4 +732,138 @@ fn an_ecdsa_ca_gets_rsa_ra_certificates_and_issues() {
 /// A template file using the instance's challenge.
 fn template(top: &str, issuance: &str) -> String {
     format!("{top}\n[challenge]\ntype = \"static\"\nsecret_file = \"../challenge.secret\"\n\n[issuance]\n{issuance}")
+}
+
+/// A CA backend that has lost its key: every issuance fails on our side.
+struct BrokenCa {
+    chain: Vec<Vec<u8>>,
+}
+
+impl scepd_ca::CaBackend for BrokenCa {
+    fn issue(
+        &self,
+        _request: &scepd_ca::IssueRequest<'_>,
+    ) -> Result<scepd_ca::Issued, scepd_ca::CaError> {
+        Err(scepd_ca::CaError::CaConfig(
+            "the key store went away".into(),
+        ))
+    }
+    fn chain(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+    fn crl(
+        &self,
+        _revoked: &[scepd_ca::RevokedEntry],
+        _this_update: std::time::SystemTime,
+        _next_update: std::time::SystemTime,
+        _crl_number: u64,
+    ) -> Result<Vec<u8>, scepd_ca::CaError> {
+        Err(scepd_ca::CaError::CaConfig("no CRL".into()))
+    }
+}
+
+#[test]
+fn a_ca_failure_is_bad_request_with_a_reference_and_the_transaction_can_be_retried() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = init_dir(dir.path(), &Setup::default());
+    let mut config = scepd::config::Config::load(&config_path).unwrap();
+    let ra = scepd::keys::RaIdentity::load(&config).unwrap();
+    let ca_der = scepd::keys::load_cert_der(&config.ca.cert).unwrap();
+    let store: Arc<dyn scepd::store::Store> = Arc::new(scepd::store::MemoryStore::new());
+    let enroller = scepd::enroll::Enroller::new(scepd::enroll::EnrollerParts {
+        ra,
+        ca: Arc::new(BrokenCa {
+            chain: vec![ca_der],
+        }),
+        store: Arc::clone(&store),
+        templates: std::mem::take(&mut config.templates),
+        legacy_everywhere: false,
+        max_message_bytes: 1 << 20,
+    });
+    let limits = scepd::app::AppLimits {
+        max_queued_operations: 4,
+        crypto_threads: 1,
+    };
+    let app = scepd::App::new(enroller, "default", limits).unwrap();
+    let certs = {
+        let request = http::Request::get("/scep?operation=GetCACert")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        scepd::scep::client::parse_ca_certs(runtime().block_on(app.handle(request)).body()).unwrap()
+    };
+    let (recipient, reply_signer) = scepd::scep::client::select_ra_certs(&certs).unwrap();
+    let device = Device::rsa(2048);
+    let csr = device.simple_csr("broken-ca", CHALLENGE);
+    let request =
+        scepd::scep::client::build_request(&csr, &recipient, &device.signer, &options("tx-broken"))
+            .unwrap();
+    let http_request = http::Request::post("/scep?operation=PKIOperation")
+        .body(bytes::Bytes::from(request.der.clone()))
+        .unwrap();
+    let response = runtime().block_on(app.handle(http_request));
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a CA failure is a SCEP FAILURE, never a 5xx"
+    );
+    let view = scepd::scep::client::read_cert_rep(
+        response.body(),
+        &request,
+        &reply_signer,
+        &device.signer,
+    )
+    .unwrap();
+    assert_failure(&view, FailInfo::BadRequest);
+    assert!(
+        view.fail_info_text.unwrap().contains("transactionID"),
+        "the text points the admin at the log"
+    );
+    assert!(store.certificates().unwrap().is_empty());
+    // The failure was recorded, so the device may retry with the same transactionID.
+    let key = scepd::store::TxKey {
+        transaction_id: "tx-broken".into(),
+        message_type: 19,
+        csr_digest: openssl::sha::sha256(&csr),
+    };
+    assert_eq!(
+        store
+            .begin_transaction(&key, std::time::SystemTime::now())
+            .unwrap(),
+        scepd::store::TxBegin::Fresh
+    );
+}
+
+#[test]
+fn an_encrypted_ca_key_loads_with_its_passphrase_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = init_dir(dir.path(), &Setup::default());
+    let key_path = dir.path().join("ca.key");
+    let key = PKey::private_key_from_pem(&std::fs::read(&key_path).unwrap()).unwrap();
+    let encrypted = key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"s3cret pass")
+        .unwrap();
+    std::fs::write(&key_path, encrypted).unwrap();
+    assert!(
+        scepd::cli::serve::load(&config_path).is_err(),
+        "an encrypted key without its passphrase must not load"
+    );
+
+    std::fs::write(dir.path().join("ca.pass"), "s3cret pass\n").unwrap();
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let with_file = text.replace(
+        "key = \"ca.key\"\n",
+        "key = \"ca.key\"\nkey_passphrase_file = \"ca.pass\"\n",
+    );
+    std::fs::write(&config_path, &with_file).unwrap();
+    scepd::cli::serve::load(&config_path).map(drop).unwrap();
+
+    let var = "SCEPD_TEST_CA_PASSPHRASE";
+    std::env::set_var(var, "s3cret pass");
+    let with_env = text.replace(
+        "key = \"ca.key\"\n",
+        &format!("key = \"ca.key\"\nkey_passphrase_env = \"{var}\"\n"),
+    );
+    std::fs::write(&config_path, &with_env).unwrap();
+    scepd::cli::serve::load(&config_path).map(drop).unwrap();
 }
