@@ -120,6 +120,16 @@ impl ChildGuard {
         }
     }
 
+    /// The process id (to send it signals).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `deadline` for the process to exit on its own; `None` if it did not.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        wait_with_deadline(&mut self.child, deadline)
+    }
+
     /// The process's output so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
