@@ -28,6 +28,7 @@ fn pkioperation(c: &mut Criterion) {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse().expect("addr"),
         legacy_algorithms: false,
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
     };
     let created = create(&args).expect("init");
     let loaded = scepd::cli::serve::load(&created.config).expect("load");

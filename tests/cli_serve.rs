@@ -76,12 +76,6 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_loopback_addr();
         let config = init(dir.path(), addr);
-        set(
-            &config,
-            "admin",
-            "listen",
-            &format!("\"{}\"", free_loopback_addr()),
-        );
         tune(&config);
         let mut process = ChildGuard::spawn(
             scepd().arg("serve").arg("--config").arg(&config),

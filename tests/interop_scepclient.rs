@@ -55,7 +55,9 @@ impl Scepd {
                     CHALLENGE,
                     "--legacy-algorithms",
                 ])
-                .args(["--tls-name", TLS_NAME, "--tls-listen", &https.to_string()]),
+                .args(["--tls-name", TLS_NAME, "--tls-listen", &https.to_string()])
+                // Servers of tests running in parallel must not collide on the admin port.
+                .args(["--admin-listen", &free_loopback_addr().to_string()]),
             Duration::from_secs(60),
         );
         assert!(
@@ -64,7 +66,6 @@ impl Scepd {
             describe(&init)
         );
         let config = dir.path().join("scepd.toml");
-        move_admin_listener_to_a_free_port(&config);
         let mut process = ChildGuard::spawn(
             Command::new(env!("CARGO_BIN_EXE_scepd"))
                 .arg("serve")
@@ -92,21 +93,6 @@ impl Scepd {
 
     fn https_url(&self, path: &str) -> String {
         format!("https://{TLS_NAME}:{}{path}", self.https.port())
-    }
-}
-
-/// `scepd init` has no flag for the admin listener and writes a fixed port, so servers of
-/// tests running in parallel (or anything else on the machine) would collide on it.
-fn move_admin_listener_to_a_free_port(config: &Path) {
-    let text = std::fs::read_to_string(config).expect("read scepd.toml");
-    let mut table: toml::Table = text.parse().expect("scepd.toml is TOML");
-    if let Some(toml::Value::Table(admin)) = table.get_mut("admin") {
-        admin.insert(
-            "listen".into(),
-            toml::Value::String(free_loopback_addr().to_string()),
-        );
-        std::fs::write(config, toml::to_string(&table).expect("encode scepd.toml"))
-            .expect("write scepd.toml");
     }
 }
 

@@ -50,7 +50,7 @@ impl Server {
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(
             text.contains("listen = \"127.0.0.1:0\"")
-                && text.contains("listen = \"127.0.0.1:8081\"")
+                && text.matches("listen = \"127.0.0.1:0\"").count() == 2
         );
         let text = text
             .replacen(
@@ -59,7 +59,7 @@ impl Server {
                 1,
             )
             .replacen(
-                "listen = \"127.0.0.1:8081\"",
+                "listen = \"127.0.0.1:0\"",
                 &format!("listen = \"{admin}\""),
                 1,
             );

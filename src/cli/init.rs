@@ -34,6 +34,10 @@ pub struct InitArgs {
     /// HTTPS listener (with --tls-name).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub tls_listen: SocketAddr,
+    /// Admin API listener (keep it on loopback; another instance on the same host needs
+    /// another port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
     /// Accept single-DES requests (RFC 8894 forbids DES; micromdm's scepclient 2.1.0 and
     /// old network gear still send it). Replies never use DES.
     #[arg(long)]
@@ -211,7 +215,7 @@ max_body_bytes = 2097152
 max_request_line_bytes = 131072
 {tls}
 [admin]
-listen = "127.0.0.1:8081"
+listen = "{admin}"
 token_file = "admin.token"
 
 [ca]
@@ -233,6 +237,7 @@ default = "default"
 "#,
         listen = args.listen,
         legacy = args.legacy_algorithms,
+        admin = args.admin_listen,
     )
 }
 

@@ -91,6 +91,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
             tls_name: None,
             tls_listen: "127.0.0.1:8443".parse().map_err(|e| format!("{e}"))?,
             legacy_algorithms: true,
+            admin_listen: "127.0.0.1:8081".parse().map_err(|e| format!("{e}"))?,
         };
         super::init::create(&init)?;
     }

@@ -61,6 +61,7 @@ pub fn init_dir(dir: &Path, setup: &Setup) -> PathBuf {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse().unwrap(),
         legacy_algorithms: setup.legacy,
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
     };
     let created = create(&args).expect("init");
     for (name, text) in &setup.templates {
