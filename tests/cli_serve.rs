@@ -26,6 +26,9 @@ fn init(dir: &Path, listen: SocketAddr) -> PathBuf {
             &listen.to_string(),
             "--static-challenge",
             CHALLENGE,
+            // Servers of tests running in parallel must not collide on the admin port.
+            "--admin-listen",
+            &free_loopback_addr().to_string(),
         ]),
         DEADLINE,
     );
