@@ -14,7 +14,8 @@ use scepd_policy::PolicyModule;
 
 use crate::config::Template;
 use crate::keys::RaIdentity;
-use crate::scep::decode::{self, Limits, ReplyTo};
+use crate::scep::decode::{self, Limits, Opened, Rejected, ReplyTo};
+use crate::scep::envelope::RecipientKey;
 use crate::scep::reply::{self, Outcome, ReplySigner};
 use crate::scep::{ContentCipher, FailInfo, MessageType};
 use crate::store::Store;
@@ -60,7 +61,7 @@ impl Refusal {
     }
     /// A rejection from the codec: its detail goes to the log only, the client gets a
     /// generic text for the failInfo (details could help an attacker).
-    pub fn from_codec(rejected: &decode::Rejected) -> Self {
+    pub fn from_codec(rejected: &Rejected) -> Self {
         let text = match rejected.fail_info {
             FailInfo::BadAlg => "algorithm not supported",
             FailInfo::BadMessageCheck => "message check failed",
@@ -193,57 +194,11 @@ impl Enroller {
 
     /// Steps 2 to 10 for one pkiMessage that arrived on `route`'s path.
     pub fn pki_operation(&self, route: &Template, message: &[u8], now: SystemTime) -> PkiReply {
-        let received = match decode::decode(message, &self.limits) {
-            Ok(received) => received,
-            Err(Err(unreadable)) => return PkiReply::Unreadable(unreadable.to_string()),
-            Err(Ok(rejected)) => {
-                let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(
-                    &rejected.reply_to,
-                    None,
-                    ContentCipher::Aes128Cbc,
-                    route,
-                    refusal,
-                );
-            }
-        };
-        let message_type = received.message_type();
-        let verified = match received.verify() {
-            Ok(verified) => verified,
-            Err(rejected) => {
-                let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(
-                    &rejected.reply_to,
-                    Some(message_type),
-                    ContentCipher::Aes128Cbc,
-                    route,
-                    refusal,
-                );
-            }
-        };
-        let recipients: Vec<_> = self
-            .ra
-            .decrypters
-            .iter()
-            .map(|pair| crate::scep::envelope::RecipientKey {
-                cert_der: &pair.cert_der,
-                key: &pair.key,
-            })
-            .collect();
-        let legacy = self.legacy_everywhere || route.legacy_algorithms;
-        let opened = match verified.open(&recipients, legacy) {
+        let opened = match self.open(route, message) {
             Ok(opened) => opened,
-            Err(rejected) => {
-                let refusal = Refusal::from_codec(&rejected);
-                return self.refuse(
-                    &rejected.reply_to,
-                    Some(message_type),
-                    ContentCipher::Aes128Cbc,
-                    route,
-                    refusal,
-                );
-            }
+            Err(reply) => return *reply,
         };
+        let message_type = opened.message_type();
         let reply_to = opened.reply_to().clone();
         let cipher = opened.cipher();
         match message_type {
@@ -266,6 +221,43 @@ impl Enroller {
                 self.refuse(&reply_to, Some(other), cipher, route, refusal)
             }
         }
+    }
+
+    /// Steps 2 to 4: decode, verify the signature, open the envelope with our keys.
+    fn open(&self, route: &Template, message: &[u8]) -> Result<Opened, Box<PkiReply>> {
+        let received = decode::decode(message, &self.limits).map_err(|failure| match failure {
+            Err(unreadable) => Box::new(PkiReply::Unreadable(unreadable.to_string())),
+            Ok(rejected) => self.reject(&rejected, None, route),
+        })?;
+        let message_type = Some(received.message_type());
+        let verified = received
+            .verify()
+            .map_err(|rejected| self.reject(&rejected, message_type, route))?;
+        let recipients: Vec<_> = self
+            .ra
+            .decrypters
+            .iter()
+            .map(|pair| RecipientKey {
+                cert_der: &pair.cert_der,
+                key: &pair.key,
+            })
+            .collect();
+        let legacy = self.legacy_everywhere || route.legacy_algorithms;
+        verified
+            .open(&recipients, legacy)
+            .map_err(|rejected| self.reject(&rejected, message_type, route))
+    }
+
+    /// A FAILURE for a codec rejection. It carries no envelope, so the cipher is moot.
+    fn reject(
+        &self,
+        rejected: &Rejected,
+        message_type: Option<MessageType>,
+        route: &Template,
+    ) -> Box<PkiReply> {
+        let refusal = Refusal::from_codec(rejected);
+        let cipher = ContentCipher::Aes128Cbc;
+        Box::new(self.refuse(&rejected.reply_to, message_type, cipher, route, refusal))
     }
 
     fn signer(&self) -> ReplySigner<'_> {
