@@ -301,6 +301,18 @@ fn idle_and_slow_clients_are_cut_off_and_the_server_keeps_serving() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
+    // A body over max_body_bytes (2 MiB by default) is refused up front with 413.
+    let mut large = TcpStream::connect(server.addr).unwrap();
+    large
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    large
+        .write_all(b"POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: t\r\nContent-Length: 3000000\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    large.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
     // With the connection limit reached by idle clients, a new client is still served once
     // they are cut off: no client can hold the server.
     let _hold: Vec<TcpStream> = (0..2)

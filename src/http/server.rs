@@ -190,6 +190,10 @@ async fn read_and_handle<H: Handler>(
     max_body_bytes: usize,
 ) -> Response<Bytes> {
     let (parts, body) = request.into_parts();
+    // A declared length over the limit is refused before any of the body is read.
+    if hyper::body::Body::size_hint(&body).lower() > max_body_bytes as u64 {
+        return status_only(StatusCode::PAYLOAD_TOO_LARGE);
+    }
     let body = match Limited::new(body, max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e)
