@@ -15,6 +15,9 @@ use crate::http::server;
 use crate::keys::{self, RaIdentity};
 use crate::store::{SledStore, Store};
 
+/// How long `serve` waits for the store's lock (a server that is just exiting holds it).
+const STORE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Arguments of `scepd serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -119,8 +122,10 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         config.ca.chain.as_deref(),
     )
     .map_err(|e| vec![format!("CA: {e}")])?;
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&config.store_path).map_err(|e| vec![e.to_string()])?);
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open_waiting(&config.store_path, STORE_LOCK_PATIENCE)
+            .map_err(|e| vec![e.to_string()])?,
+    );
     let token = std::fs::read_to_string(&config.admin.token_file).map_err(|e| {
         vec![format!(
             "admin.token_file {}: {e}",

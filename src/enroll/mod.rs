@@ -194,7 +194,7 @@ impl Enroller {
 
     /// Steps 2 to 10 for one pkiMessage that arrived on `route`'s path.
     pub fn pki_operation(&self, route: &Template, message: &[u8], now: SystemTime) -> PkiReply {
-        let opened = match self.open(route, message) {
+        let opened = match self.open(route, message, now) {
             Ok(opened) => opened,
             Err(reply) => return *reply,
         };
@@ -203,14 +203,18 @@ impl Enroller {
         let cipher = opened.cipher();
         match message_type {
             MessageType::PkcsReq => match approve::enroll(self, route, &opened, now) {
-                Ok(issued) => self.succeed(&reply_to, cipher, issued),
-                Err((template, refusal)) => self.refuse(
-                    &reply_to,
-                    Some(message_type),
-                    cipher,
-                    template.unwrap_or(route),
-                    refusal,
-                ),
+                Ok(issued) => self.succeed(&reply_to, cipher, issued, now),
+                Err((template, refusal)) => {
+                    let template = template.unwrap_or(route);
+                    self.refuse(
+                        &reply_to,
+                        Some(message_type),
+                        cipher,
+                        template,
+                        refusal,
+                        now,
+                    )
+                }
             },
             // Allow-list dispatch (CVE-2026-30836): anything else is refused before any policy.
             other => {
@@ -218,21 +222,26 @@ impl Enroller {
                     "message type not supported",
                     format!("{other} not supported"),
                 );
-                self.refuse(&reply_to, Some(other), cipher, route, refusal)
+                self.refuse(&reply_to, Some(other), cipher, route, refusal, now)
             }
         }
     }
 
     /// Steps 2 to 4: decode, verify the signature, open the envelope with our keys.
-    fn open(&self, route: &Template, message: &[u8]) -> Result<Opened, Box<PkiReply>> {
+    fn open(
+        &self,
+        route: &Template,
+        message: &[u8],
+        now: SystemTime,
+    ) -> Result<Opened, Box<PkiReply>> {
         let received = decode::decode(message, &self.limits).map_err(|failure| match failure {
             Err(unreadable) => Box::new(PkiReply::Unreadable(unreadable.to_string())),
-            Ok(rejected) => self.reject(&rejected, None, route),
+            Ok(rejected) => self.reject(&rejected, None, route, now),
         })?;
         let message_type = Some(received.message_type());
         let verified = received
             .verify()
-            .map_err(|rejected| self.reject(&rejected, message_type, route))?;
+            .map_err(|rejected| self.reject(&rejected, message_type, route, now))?;
         let recipients: Vec<_> = self
             .ra
             .decrypters
@@ -245,7 +254,7 @@ impl Enroller {
         let legacy = self.legacy_everywhere || route.legacy_algorithms;
         verified
             .open(&recipients, legacy)
-            .map_err(|rejected| self.reject(&rejected, message_type, route))
+            .map_err(|rejected| self.reject(&rejected, message_type, route, now))
     }
 
     /// A FAILURE for a codec rejection. It carries no envelope, so the cipher is moot.
@@ -254,10 +263,18 @@ impl Enroller {
         rejected: &Rejected,
         message_type: Option<MessageType>,
         route: &Template,
+        now: SystemTime,
     ) -> Box<PkiReply> {
         let refusal = Refusal::from_codec(rejected);
         let cipher = ContentCipher::Aes128Cbc;
-        Box::new(self.refuse(&rejected.reply_to, message_type, cipher, route, refusal))
+        Box::new(self.refuse(
+            &rejected.reply_to,
+            message_type,
+            cipher,
+            route,
+            refusal,
+            now,
+        ))
     }
 
     fn signer(&self) -> ReplySigner<'_> {
@@ -272,6 +289,7 @@ impl Enroller {
         reply_to: &ReplyTo,
         cipher: ContentCipher,
         issued: approve::Delivery<'_>,
+        now: SystemTime,
     ) -> PkiReply {
         let mut certs: Vec<&[u8]> = vec![&issued.cert_der];
         if issued.template.include_chain {
@@ -286,12 +304,8 @@ impl Enroller {
             replayed: issued.replayed,
             ..Summary::default()
         };
-        match reply::encode_cert_rep(
-            reply_to,
-            &Outcome::Success { certs: &certs },
-            cipher,
-            &self.signer(),
-        ) {
+        let outcome = Outcome::Success { certs: &certs };
+        match reply::encode_cert_rep_at(reply_to, &outcome, cipher, &self.signer(), now) {
             Ok(der) => PkiReply::CertRep { der, summary },
             // The requester's signer key cannot receive a key-transport envelope (not RSA).
             Err(e) => self.refuse(
@@ -303,6 +317,7 @@ impl Enroller {
                     "cannot encrypt the reply to the signer's key",
                     e.to_string(),
                 ),
+                now,
             ),
         }
     }
@@ -314,6 +329,7 @@ impl Enroller {
         cipher: ContentCipher,
         template: &Template,
         refusal: Refusal,
+        now: SystemTime,
     ) -> PkiReply {
         let outcome = Outcome::Failure {
             fail_info: refusal.fail_info,
@@ -328,7 +344,7 @@ impl Enroller {
             detail: refusal.detail,
             ..Summary::default()
         };
-        match reply::encode_cert_rep(reply_to, &outcome, cipher, &self.signer()) {
+        match reply::encode_cert_rep_at(reply_to, &outcome, cipher, &self.signer(), now) {
             Ok(der) => PkiReply::CertRep { der, summary },
             Err(e) => PkiReply::Unavailable(format!("cannot sign a FAILURE reply: {e}")),
         }

@@ -52,6 +52,22 @@ impl SledStore {
         })
     }
 
+    /// [`SledStore::open`], waiting up to `patience` for a lock to be released. sled releases
+    /// its file lock from a background thread after the last handle drops, so a store closed
+    /// a moment ago in this process (as `serve` does right after a development `init`), or by
+    /// a server that is just exiting, can still look locked for a few milliseconds.
+    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The directory the store lives in.
     pub fn path(&self) -> &Path {
         &self.path
