@@ -17,6 +17,7 @@
 //! | `certificates_by_subject` | `u64` BE subject length, subject (UTF-8), serial | empty |
 //! | `redeemed_challenges` | one-time id | `u64` BE Unix seconds of `forget_after` |
 
+mod group_commit;
 mod memory;
 mod record;
 mod sled_store;
@@ -148,6 +149,9 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("cannot encode record: {0}")]
     Encode(String),
+    /// The store could not be made durable (fsync failed): nothing may be confirmed.
+    #[error("cannot make the store durable: {0}")]
+    Durability(String),
     /// The embedded database failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),

@@ -1,8 +1,10 @@
-//! The embedded [`Store`]: sled, durable (flushed) before a SUCCESS reply.
+//! The embedded [`Store`]: sled, durable (flushed and fsynced, see `group_commit`) before a
+//! SUCCESS reply.
 //!
 //! No mutex: every read-decide-write is a sled transaction or a compare-and-swap, which sled
 //! runs lock-free and retries on conflict.
 
+use super::group_commit::GroupCommit;
 use super::record::{
     certificate_list, check_may_record_failure, check_may_record_issued, corrupt, decide_begin,
     duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
@@ -33,6 +35,7 @@ pub struct SledStore {
     pub(super) certificates: Tree,
     by_subject: Tree,
     redeemed: Tree,
+    durability: std::sync::Arc<GroupCommit>,
 }
 
 impl SledStore {
@@ -48,6 +51,7 @@ impl SledStore {
             certificates: db.open_tree(CERTIFICATES)?,
             by_subject: db.open_tree(BY_SUBJECT)?,
             redeemed: db.open_tree(REDEEMED)?,
+            durability: std::sync::Arc::new(GroupCommit::open(path)?),
             db,
         })
     }
@@ -177,7 +181,7 @@ impl Store for SledStore {
             .map_err(from_transaction_error)?;
         // Durable before the caller answers SUCCESS. This also makes durable any redemption
         // made for this request, which shares the log.
-        self.db.flush()?;
+        self.durability.commit(&self.db)?;
         Ok(())
     }
 
@@ -288,7 +292,7 @@ impl Store for SledStore {
             .map_err(from_transaction_error)?;
         if outcome == RevokeOutcome::Revoked {
             // Who revoked what must survive a crash: the admin was told it is done.
-            self.db.flush()?;
+            self.durability.commit(&self.db)?;
         }
         Ok(outcome)
     }
