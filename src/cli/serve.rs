@@ -143,7 +143,9 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     });
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
-        crypto_threads: std::thread::available_parallelism()
+        // Twice the cores: an enrollment also waits on the disk (the store's fsync), and the
+        // other core should sign meanwhile. Measured in docs/performance.md.
+        crypto_threads: 2 * std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
     };
