@@ -4,6 +4,7 @@
 //! CPU-bound. The failInfo is chosen in exactly one place ([`Refusal`]).
 
 mod approve;
+mod lookup;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +74,15 @@ impl Refusal {
             fail_info: rejected.fail_info,
             text,
             detail: rejected.detail.into(),
+        }
+    }
+
+    /// GetCert/GetCRL (or a renewal) naming a certificate we did not issue.
+    pub fn bad_cert_id(text: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            fail_info: FailInfo::BadCertId,
+            text,
+            detail: detail.into(),
         }
     }
 
@@ -216,6 +226,32 @@ impl Enroller {
                     )
                 }
             },
+            // GetCert and GetCRL read the store; they never reach the CA's issue().
+            MessageType::GetCert => match lookup::get_cert(self, &opened) {
+                Ok(record) => {
+                    let summary = self.summary(&reply_to, message_type, route, "success");
+                    let summary = Summary {
+                        serial: Some(scepd_ca::serial_hex(&record.serial)),
+                        ..summary
+                    };
+                    let certs: [&[u8]; 1] = [&record.der];
+                    let outcome = Outcome::Success { certs: &certs };
+                    self.answer(&reply_to, cipher, route, &outcome, summary, now)
+                }
+                Err(refusal) => {
+                    self.refuse(&reply_to, Some(message_type), cipher, route, refusal, now)
+                }
+            },
+            MessageType::GetCrl => match lookup::get_crl(self, &opened, now) {
+                Ok(crl) => {
+                    let summary = self.summary(&reply_to, message_type, route, "success");
+                    let outcome = Outcome::Crl { crl: &crl };
+                    self.answer(&reply_to, cipher, route, &outcome, summary, now)
+                }
+                Err(refusal) => {
+                    self.refuse(&reply_to, Some(message_type), cipher, route, refusal, now)
+                }
+            },
             // Allow-list dispatch (CVE-2026-30836): anything else is refused before any policy.
             other => {
                 let refusal = Refusal::bad_request(
@@ -313,6 +349,50 @@ impl Enroller {
                 Some(MessageType::PkcsReq),
                 cipher,
                 issued.template,
+                Refusal::bad_alg(
+                    "cannot encrypt the reply to the signer's key",
+                    e.to_string(),
+                ),
+                now,
+            ),
+        }
+    }
+
+    fn summary(
+        &self,
+        reply_to: &ReplyTo,
+        message_type: MessageType,
+        template: &Template,
+        outcome: &'static str,
+    ) -> Summary {
+        Summary {
+            message_type: Some(message_type),
+            transaction_id: reply_to.transaction_id.clone(),
+            template: template.name.clone(),
+            outcome,
+            ..Summary::default()
+        }
+    }
+
+    /// Signs a SUCCESS or PENDING; a SUCCESS that cannot be encrypted to the requester's
+    /// key becomes FAILURE badAlg.
+    fn answer(
+        &self,
+        reply_to: &ReplyTo,
+        cipher: ContentCipher,
+        template: &Template,
+        outcome: &Outcome<'_>,
+        summary: Summary,
+        now: SystemTime,
+    ) -> PkiReply {
+        let message_type = summary.message_type;
+        match reply::encode_cert_rep_at(reply_to, outcome, cipher, &self.signer(), now) {
+            Ok(der) => PkiReply::CertRep { der, summary },
+            Err(e) => self.refuse(
+                reply_to,
+                message_type,
+                cipher,
+                template,
                 Refusal::bad_alg(
                     "cannot encrypt the reply to the signer's key",
                     e.to_string(),

@@ -352,6 +352,8 @@ pub struct CertRepView {
     /// For SUCCESS, the decrypted certificates in the order the server sent them (the
     /// issued one first); empty otherwise.
     pub certs: Vec<Vec<u8>>,
+    /// For SUCCESS to GetCRL, the decrypted CRLs (DER); empty otherwise.
+    pub crls: Vec<Vec<u8>>,
     /// Whether the reply carried an eContent (a PENDING/FAILURE must not).
     pub has_content: bool,
 }
@@ -397,9 +399,9 @@ pub fn read_cert_rep(
         }
         _ => None,
     };
-    let certs = match status {
-        PkiStatus::Success => success_certificates(message.econtent(), signer)?,
-        PkiStatus::Failure | PkiStatus::Pending => Vec::new(),
+    let (certs, crls) = match status {
+        PkiStatus::Success => success_content(message.econtent(), signer)?,
+        PkiStatus::Failure | PkiStatus::Pending => (Vec::new(), Vec::new()),
     };
     Ok(CertRepView {
         status,
@@ -408,14 +410,19 @@ pub fn read_cert_rep(
         transaction_id,
         recipient_nonce,
         certs,
+        crls,
         has_content: message.econtent().is_some(),
     })
 }
 
-fn success_certificates(
+/// DER certificates and DER CRLs of a SUCCESS.
+type SuccessContent = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The certificates (and, for GetCRL, the CRLs) of a SUCCESS; at least one of either.
+fn success_content(
     econtent: Option<&[u8]>,
     signer: &ClientIdentity,
-) -> Result<Vec<Vec<u8>>, ClientError> {
+) -> Result<SuccessContent, ClientError> {
     let econtent = econtent.ok_or(ClientError::NoCertificates("SUCCESS without content"))?;
     let ours = RecipientKey {
         cert_der: &signer.cert_der,
@@ -423,10 +430,11 @@ fn success_certificates(
     };
     let opened = envelope::open(econtent, &[ours], true)?;
     let certs = signed::certificates_in_order(&opened.content)?;
-    if certs.is_empty() {
+    let crls = signed::crls_in_order(&opened.content)?;
+    if certs.is_empty() && crls.is_empty() {
         return Err(ClientError::NoCertificates("SUCCESS content"));
     }
-    Ok(certs)
+    Ok((certs, crls))
 }
 
 /// Parses a GetCACert body (RFC 8894 §4.2.1): one DER certificate

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod csr;
 pub mod decode;
 pub mod envelope;
+pub mod message_data;
 pub mod oids;
 pub mod reply;
 pub mod signed;

@@ -35,6 +35,12 @@ pub enum Outcome<'a> {
         /// DER certificates, issued certificate first; order is preserved on the wire.
         certs: &'a [&'a [u8]],
     },
+    /// pkiStatus 0 for GetCRL: the CRL (DER) in `crls` of the degenerate SignedData
+    /// (RFC 8894 §3.3.2.1).
+    Crl {
+        /// One DER CertificateList.
+        crl: &'a [u8],
+    },
     /// pkiStatus 3: the client polls with CertPoll.
     Pending,
     /// pkiStatus 2.
@@ -97,7 +103,17 @@ pub fn encode_cert_rep_at(
     signing_time: SystemTime,
 ) -> Result<Vec<u8>, EncodeError> {
     let econtent = match outcome {
-        Outcome::Success { certs } => Some(success_envelope(reply_to, certs, cipher)?),
+        Outcome::Success { certs } => {
+            if certs.is_empty() {
+                return Err(EncodeError::NoCertificates);
+            }
+            Some(success_envelope(reply_to, &certs_only(certs)?, cipher)?)
+        }
+        Outcome::Crl { crl } => Some(success_envelope(
+            reply_to,
+            &signed::crls_only(crl)?,
+            cipher,
+        )?),
         Outcome::Pending | Outcome::Failure { .. } => None,
     };
     let attributes = cert_rep_attributes(reply_to, outcome)?;
@@ -121,22 +137,20 @@ pub fn certs_only(certs: &[&[u8]]) -> Result<Vec<u8>, EncodeError> {
     Ok(signed::certs_only(certs)?)
 }
 
+/// The pkcsPKIEnvelope of a SUCCESS: `degenerate` (a certs-only or CRLs-only SignedData)
+/// encrypted to the requester's signer certificate.
 fn success_envelope(
     reply_to: &ReplyTo,
-    certs: &[&[u8]],
+    degenerate: &[u8],
     cipher: ContentCipher,
 ) -> Result<Vec<u8>, EncodeError> {
-    if certs.is_empty() {
-        return Err(EncodeError::NoCertificates);
-    }
     ensure_rsa_recipient(&reply_to.signer_cert_der)?;
-    let degenerate = certs_only(certs)?;
     let recipient = SealRecipient {
         cert_der: &reply_to.signer_cert_der,
         by_key_identifier: false,
     };
     Ok(envelope::seal(
-        &degenerate,
+        degenerate,
         &[recipient],
         cipher.for_reply(),
         KeyTransport::RsaPkcs1v15,
@@ -175,7 +189,7 @@ fn cert_rep_attributes(
 
 fn status_of(outcome: &Outcome<'_>) -> PkiStatus {
     match outcome {
-        Outcome::Success { .. } => PkiStatus::Success,
+        Outcome::Success { .. } | Outcome::Crl { .. } => PkiStatus::Success,
         Outcome::Pending => PkiStatus::Pending,
         Outcome::Failure { .. } => PkiStatus::Failure,
     }

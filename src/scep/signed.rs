@@ -368,6 +368,36 @@ pub fn certs_only(certs: &[&[u8]]) -> Result<Vec<u8>, der::Error> {
     wrap_signed_data(&signed_data)
 }
 
+/// A degenerate SignedData carrying one CRL (RFC 8894 §3.3.2.1 and §3.4: the reply to
+/// GetCRL puts the CRL in `crls`): no signers, no eContent, no certificates. `crl_der` must
+/// be one DER `CertificateList` (RFC 5280 §5.1).
+pub fn crls_only(crl_der: &[u8]) -> Result<Vec<u8>, der::Error> {
+    x509_cert::crl::CertificateList::from_der(crl_der)?;
+    let signed_data = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetInWireOrder(Vec::new()),
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: oids::ID_DATA,
+            econtent: None,
+        },
+        certificates: None,
+        crls: Some(SetInWireOrder(vec![Any::from_der(crl_der)?])),
+        signer_infos: SetInWireOrder(Vec::new()),
+    };
+    wrap_signed_data(&signed_data)
+}
+
+/// The CRLs of a degenerate SignedData, in wire order, as DER.
+pub fn crls_in_order(der: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
+    let signed_data = parse_signed_data(der)?;
+    let set = signed_data.crls.map(|set| set.0).unwrap_or_default();
+    Ok(set
+        .iter()
+        .filter(|any| any.tag() == Tag::Sequence)
+        .filter_map(|any| any.to_der().ok())
+        .collect())
+}
+
 /// The certificates of a certs-only SignedData, in wire order, as DER. Entries that are not
 /// plain certificates (attribute certificates, `other`) are skipped.
 pub fn certificates_in_order(der: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
