@@ -297,7 +297,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
 /// SHA-256, which are also listed for clients that only read explicit keywords (Apple).
 /// No Renewal and no GetNextCACert: they are not implemented yet.
 fn capabilities(_enroller: &Enroller) -> String {
-    let mut caps = vec!["POSTPKIOperation", "AES", "DES3"];
+    let mut caps = vec!["POSTPKIOperation", "AES", "DES3", "Renewal"];
     caps.extend(
         crate::scep::DigestAlg::ALL
             .iter()

@@ -198,6 +198,30 @@ pub struct RawTemplate {
     /// What the CA puts in the certificate.
     #[serde(default = "empty_issuance")]
     pub issuance: toml::Value,
+    /// PKCSReq answers PENDING after policy approval; an admin approves or rejects.
+    #[serde(default)]
+    pub manual_approval: bool,
+    /// Hours after which a pending request expires (default 72).
+    pub pending_expiry_hours: Option<u32>,
+    /// `[renewal]`: RenewalReq rules.
+    #[serde(default)]
+    pub renewal: RawRenewal,
+}
+
+/// `[renewal]`: who may renew, when, and what happens to the old certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRenewal {
+    /// Renewal only in the last N days of the old certificate (absent: any time it is valid).
+    pub allowed_days_before_expiry: Option<u32>,
+    /// Revoke the old certificate (reason superseded) once the new one is issued.
+    #[serde(default)]
+    pub revoke_superseded: bool,
+    /// A PKCSReq signed by a certificate we issued is handled as a RenewalReq (Cisco).
+    #[serde(default)]
+    pub treat_signed_pkcsreq_as_renewal: bool,
+    /// The new certificate must have the old one's subject (default true).
+    pub require_same_subject: Option<bool>,
 }
 
 fn empty_issuance() -> toml::Value {
@@ -347,7 +371,40 @@ pub struct Template {
     pub routing: Routing,
     /// The CA profile.
     pub profile: scepd_ca::Profile,
+    /// PKCSReq answers PENDING until an admin approves.
+    pub manual_approval: bool,
+    /// How long a pending request waits for a decision.
+    pub pending_expiry: std::time::Duration,
+    /// RenewalReq rules.
+    pub renewal: RenewalPolicy,
 }
+
+/// A template's renewal rules (`[renewal]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// Renewal only within this long before the old certificate's notAfter.
+    pub allowed_before_expiry: Option<std::time::Duration>,
+    /// Revoke the old certificate (superseded) after issuing the new one.
+    pub revoke_superseded: bool,
+    /// A PKCSReq signed by one of our certificates is a renewal.
+    pub treat_signed_pkcsreq_as_renewal: bool,
+    /// The new certificate's subject must equal the old one's.
+    pub require_same_subject: bool,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_before_expiry: None,
+            revoke_superseded: false,
+            treat_signed_pkcsreq_as_renewal: false,
+            require_same_subject: true,
+        }
+    }
+}
+
+/// Default lifetime of a pending request.
+pub const DEFAULT_PENDING_EXPIRY_HOURS: u32 = 72;
 
 /// How a template authorises requests.
 #[derive(Clone)]
@@ -605,6 +662,21 @@ pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
                 .map_err(|e| errors.extend(e.into_iter().map(&prefix)))
                 .ok()
         });
+    let pending_hours = raw
+        .pending_expiry_hours
+        .unwrap_or(DEFAULT_PENDING_EXPIRY_HOURS);
+    if pending_hours == 0 {
+        errors.push(prefix("pending_expiry_hours must be at least 1".into()));
+    }
+    let renewal = RenewalPolicy {
+        allowed_before_expiry: raw
+            .renewal
+            .allowed_days_before_expiry
+            .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
+        revoke_superseded: raw.renewal.revoke_superseded,
+        treat_signed_pkcsreq_as_renewal: raw.renewal.treat_signed_pkcsreq_as_renewal,
+        require_same_subject: raw.renewal.require_same_subject.unwrap_or(true),
+    };
     match (challenge, profile) {
         (Ok(challenge), Some(profile)) if errors.is_empty() => Ok(Template {
             name: name.to_ascii_lowercase(),
@@ -621,6 +693,9 @@ pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
                 })
                 .unwrap_or_default(),
             profile,
+            manual_approval: raw.manual_approval,
+            pending_expiry: std::time::Duration::from_secs(u64::from(pending_hours) * 3600),
+            renewal,
         }),
         _ => Err(errors),
     }

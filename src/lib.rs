@@ -8,9 +8,11 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crl;
 pub mod enroll;
 pub mod http;
 pub mod keys;
+pub mod ocsp;
 pub mod scep;
 pub mod store;
 

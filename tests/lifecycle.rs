@@ -197,3 +197,318 @@ fn openssl_crl_verify(ca_der: &[u8], crl_der: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// A template file: static challenge, `issuance` and `extra` (top-level keys and tables).
+fn template(top: &str, issuance: &str, extra: &str) -> String {
+    format!(
+        "{top}\n[challenge]\ntype = \"static\"\nsecret_file = \"../challenge.secret\"\n\n\
+         [issuance]\n{issuance}\n{extra}"
+    )
+}
+
+/// A RenewalReq (or PKCSReq) for a fresh key with `cn`, signed by `old` and the old key.
+fn renewal_request(
+    instance: &Instance,
+    old: &ClientIdentity,
+    cn: &str,
+    challenge: Option<&str>,
+    message_type: MessageType,
+    tx: &str,
+) -> PreparedRequest {
+    let new_device = Device::rsa(2048);
+    let subject = format!("CN={cn},O=scepd tests");
+    let csr = new_device.csr(&scepd::scep::csr::CsrSpec {
+        subject: &subject,
+        challenge,
+        ..Default::default()
+    });
+    let mut opts = options(tx);
+    opts.message_type = message_type;
+    client::build_request(&csr, &instance.recipient, old, &opts).unwrap()
+}
+
+/// Runs a request through the enroller at `now` (the clock App::handle would not let us set).
+fn at_time(
+    instance: &Instance,
+    template: &str,
+    request: &PreparedRequest,
+    signer: &ClientIdentity,
+    now: SystemTime,
+) -> CertRepView {
+    let enroller = instance.app.enroller();
+    let route = enroller.template(template).expect("template");
+    match enroller.pki_operation(route, &request.der, now) {
+        scepd::enroll::PkiReply::CertRep { der, .. } => {
+            client::read_cert_rep(&der, request, &instance.reply_signer, signer).unwrap()
+        }
+        other => panic!("not a CertRep: {other:?}"),
+    }
+}
+
+fn identity(cert_der: &[u8], device: &Device) -> ClientIdentity {
+    ClientIdentity {
+        cert_der: cert_der.to_vec(),
+        key: device.key.clone(),
+    }
+}
+
+#[test]
+fn renewal_with_an_issued_certificate_succeeds_without_a_challenge() {
+    let instance = Instance::default_instance();
+    let caps = instance.get("/scep", "operation=GetCACaps").into_body();
+    assert!(String::from_utf8_lossy(&caps)
+        .lines()
+        .any(|l| l == "Renewal"));
+    let device = Device::rsa(2048);
+    let old = enroll(&instance, &device, "renew-me", "tx-renew-enroll");
+    let signer = identity(&old, &device);
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "renew-me",
+        None,
+        MessageType::RenewalReq,
+        "tx-renew-1",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &signer);
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+    let new = &view.certs[0];
+    assert_ne!(new, &old);
+    assert!(openssl_verify(instance.ca_cert(), new));
+    let (old_x, new_x) = (X509::from_der(&old).unwrap(), X509::from_der(new).unwrap());
+    assert_eq!(
+        old_x.subject_name().to_der().unwrap(),
+        new_x.subject_name().to_der().unwrap()
+    );
+    // By default the old certificate stays valid.
+    let record = instance
+        .app
+        .enroller()
+        .store()
+        .certificate(&serial_of(&old))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, scepd::store::CertStatus::Valid);
+
+    // The same transaction retried gets the same certificate.
+    let again = instance.exchange("/scep", Via::Post, &request, &signer);
+    assert_eq!(&again.certs[0], new);
+
+    // Another subject than the old certificate's: refused by default.
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "someone-else",
+        None,
+        MessageType::RenewalReq,
+        "tx-renew-2",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &signer);
+    assert_failure(&view, FailInfo::BadRequest);
+}
+
+#[test]
+fn renewal_signed_by_an_expired_revoked_foreign_or_self_signed_certificate_fails() {
+    let instance = Instance::default_instance();
+    let device = Device::rsa(2048);
+    let old = enroll(&instance, &device, "renew-fail", "tx-rf-enroll");
+    let signer = identity(&old, &device);
+
+    // Expired: the same request at a time after the old certificate's notAfter.
+    let not_after = instance
+        .app
+        .enroller()
+        .store()
+        .certificate(&serial_of(&old))
+        .unwrap()
+        .unwrap()
+        .not_after;
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "renew-fail",
+        None,
+        MessageType::RenewalReq,
+        "tx-rf-expired",
+    );
+    let view = at_time(&instance, "default", &request, &signer, not_after + DAY);
+    assert_failure(&view, FailInfo::BadRequest);
+    // ... while the same request now succeeds (the failed transactionID is reusable).
+    let view = at_time(&instance, "default", &request, &signer, SystemTime::now());
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+
+    // Self-signed signer (a PKCSReq-style throwaway): refused, no challenge fallback.
+    let request = renewal_request(
+        &instance,
+        &device.signer,
+        "renew-fail",
+        Some(CHALLENGE),
+        MessageType::RenewalReq,
+        "tx-rf-self",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &device.signer);
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // Foreign: a certificate for the same key and subject from another CA.
+    let foreign = foreign_certificate(&instance, &device, "CN=renew-fail,O=scepd tests");
+    let foreign_signer = identity(&foreign, &device);
+    let request = renewal_request(
+        &instance,
+        &foreign_signer,
+        "renew-fail",
+        None,
+        MessageType::RenewalReq,
+        "tx-rf-foreign",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &foreign_signer);
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // Revoked.
+    instance
+        .app
+        .enroller()
+        .store()
+        .revoke(&serial_of(&old), "keyCompromise", "test", SystemTime::now())
+        .unwrap();
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "renew-fail",
+        None,
+        MessageType::RenewalReq,
+        "tx-rf-revoked",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &signer);
+    assert_failure(&view, FailInfo::BadRequest);
+}
+
+#[test]
+fn renewal_window_supersede_and_signed_pkcsreq_as_renewal() {
+    let short = template(
+        "description = \"renewal rules\"",
+        "validity_days = 30",
+        "[renewal]\nallowed_days_before_expiry = 10\nrevoke_superseded = true\n\
+         treat_signed_pkcsreq_as_renewal = true\n",
+    );
+    let instance = Instance::new(Setup {
+        templates: vec![("short", short)],
+        ..Setup::default()
+    });
+    let device = Device::rsa(2048);
+    let csr = device.simple_csr("windowed", CHALLENGE);
+    let view = instance.exchange(
+        "/scep/short",
+        Via::Post,
+        &prepare(&instance, &device, &csr, &options("tx-win-enroll")),
+        &device.signer,
+    );
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+    let old = view.certs[0].clone();
+    let signer = identity(&old, &device);
+
+    // Too early: 30-day certificate, renewal only in its last 10 days.
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "windowed",
+        None,
+        MessageType::RenewalReq,
+        "tx-win-early",
+    );
+    let view = instance.exchange("/scep/short", Via::Post, &request, &signer);
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // A certificate of the default template cannot renew into this one.
+    let other = enroll(&instance, &device, "windowed", "tx-win-default");
+    let other_signer = identity(&other, &device);
+    let request = renewal_request(
+        &instance,
+        &other_signer,
+        "windowed",
+        None,
+        MessageType::RenewalReq,
+        "tx-win-cross",
+    );
+    let view = at_time(
+        &instance,
+        "short",
+        &request,
+        &other_signer,
+        SystemTime::now() + 25 * DAY,
+    );
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // In the window, as a PKCSReq signed by the old certificate without a challenge (Cisco).
+    let request = renewal_request(
+        &instance,
+        &signer,
+        "windowed",
+        None,
+        MessageType::PkcsReq,
+        "tx-win-late",
+    );
+    let view = at_time(
+        &instance,
+        "short",
+        &request,
+        &signer,
+        SystemTime::now() + 25 * DAY,
+    );
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+    let store = instance.app.enroller().store();
+    match store.certificate(&serial_of(&old)).unwrap().unwrap().status {
+        scepd::store::CertStatus::Revoked { reason, .. } => assert_eq!(reason, "superseded"),
+        other => panic!("old certificate not superseded: {other:?}"),
+    }
+    let revocations = store.revocations().unwrap();
+    assert!(revocations.iter().any(|(s, _, _)| s == &serial_of(&old)));
+
+    // On the default template (no such rule) a PKCSReq signed by an issued certificate
+    // still needs the challenge.
+    let request = renewal_request(
+        &instance,
+        &other_signer,
+        "windowed",
+        None,
+        MessageType::PkcsReq,
+        "tx-win-default-pkcsreq",
+    );
+    let view = instance.exchange("/scep", Via::Post, &request, &other_signer);
+    assert_failure(&view, FailInfo::BadRequest);
+}
+
+/// A certificate for `device`'s key, signed by a CA scepd does not know.
+fn foreign_certificate(instance: &Instance, device: &Device, subject: &str) -> Vec<u8> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let ca_key = rsa_key(2048);
+    let our_ca = X509::from_der(instance.ca_cert()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    for part in subject.split(',') {
+        let (k, v) = part.split_once('=').unwrap();
+        name.append_entry_by_text(k, v).unwrap();
+    }
+    let name = name.build();
+    let mut builder = X509Builder::new().unwrap();
+    builder.set_version(2).unwrap();
+    let serial = BigNum::from_u32(0x1234_5678).unwrap();
+    builder
+        .set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    builder.set_subject_name(&name).unwrap();
+    // Same issuer name as our CA: only the signature tells them apart.
+    builder.set_issuer_name(our_ca.subject_name()).unwrap();
+    builder.set_pubkey(&device.key).unwrap();
+    builder
+        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    builder.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    builder.build().to_der().unwrap()
+}

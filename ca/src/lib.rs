@@ -101,6 +101,27 @@ pub trait CaBackend: Send + Sync {
         next_update: SystemTime,
         crl_number: u64,
     ) -> Result<Vec<u8>, CaError>;
+
+    /// Signs the DER `ResponseData` of an OCSP BasicOCSPResponse (RFC 6960 §4.2.1) with the
+    /// CA key, so that the CA itself is the OCSP responder (RFC 6960 §4.2.2.2, first case).
+    /// Returns the signatureAlgorithm and the signature value. A backend that cannot sign
+    /// arbitrary structures (a remote CA) keeps the default, and the RA answers OCSP requests
+    /// with `unauthorized`.
+    fn sign_ocsp_response(&self, _tbs_response_data: &[u8]) -> Result<CaSignature, CaError> {
+        Err(CaError::UnsupportedAlgorithm(
+            "this CA backend does not sign OCSP responses".into(),
+        ))
+    }
+}
+
+/// A signature made with the CA key: the AlgorithmIdentifier to put beside it and the value
+/// (PKCS#1 v1.5 for RSA, a DER Ecdsa-Sig-Value for ECDSA), as a BIT STRING carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaSignature {
+    /// signatureAlgorithm (sha256WithRSAEncryption, ecdsa-with-SHA256 or ecdsa-with-SHA384).
+    pub algorithm: spki::AlgorithmIdentifierOwned,
+    /// The signature value.
+    pub value: Vec<u8>,
 }
 
 /// Entry points for the cargo-fuzz targets in `fuzz/` (design rule 5). Not API.

@@ -100,7 +100,8 @@ impl RevocationReason {
             .map(|(reason, _, _)| *reason)
     }
 
-    pub(crate) fn to_crl_reason(self) -> CrlReason {
+    /// The `x509-cert` CRLReason value (for CRL entries and OCSP RevokedInfo).
+    pub fn to_crl_reason(self) -> CrlReason {
         match self {
             Self::Unspecified => CrlReason::Unspecified,
             Self::KeyCompromise => CrlReason::KeyCompromise,

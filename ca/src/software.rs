@@ -22,7 +22,9 @@ use crate::csr::{check_csr, CheckedCsr, RequestedValidity, ValidityUnit};
 use crate::extensions::{self, oid};
 use crate::signing::SigningScheme;
 use crate::time::{add_days, whole_seconds, x509_time};
-use crate::{format_dn, CaBackend, CaError, IssueRequest, Issued, Profile, RevokedEntry};
+use crate::{
+    format_dn, CaBackend, CaError, CaSignature, IssueRequest, Issued, Profile, RevokedEntry,
+};
 
 /// Random octets in a serial number (RFC 5280 §4.1.2.2 allows up to 20 octets; CA/B Forum
 /// asks for at least 64 random bits; we use 128 and then some).
@@ -397,6 +399,13 @@ impl CaBackend for SoftwareCa {
             signature: BitString::from_bytes(&signature)?,
         };
         Ok(crl.to_der()?)
+    }
+
+    fn sign_ocsp_response(&self, tbs_response_data: &[u8]) -> Result<CaSignature, CaError> {
+        Ok(CaSignature {
+            algorithm: self.scheme.algorithm_identifier(),
+            value: self.scheme.sign(&self.key, tbs_response_data)?,
+        })
     }
 }
 

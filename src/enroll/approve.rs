@@ -1,4 +1,7 @@
-//! PKCSReq: from an opened message to a durable certificate (design.md §3 steps 5 to 8).
+//! PKCSReq and RenewalReq: from an opened message to a durable certificate (design.md §3
+//! steps 5 to 8).
+
+mod renew;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -42,7 +45,11 @@ pub fn policy_for(challenge: &ChallengeConfig) -> Arc<dyn PolicyModule> {
     }
 }
 
-/// Steps 5 to 8 for a PKCSReq that arrived on `route`'s path.
+/// Steps 5 to 8 for a PKCSReq or RenewalReq that arrived on `route`'s path.
+///
+/// A RenewalReq, and on a template with `treat_signed_pkcsreq_as_renewal` a PKCSReq signed
+/// by a certificate our CA issued, is authorised by its signer certificate (see
+/// [`renew`]); every other PKCSReq by the template's policy module.
 pub fn enroll<'a>(
     enroller: &'a Enroller,
     route: &'a Template,
@@ -52,9 +59,24 @@ pub fn enroll<'a>(
     let csr_der = opened.content();
     let csr = parse_csr(csr_der).map_err(|r| (None, r))?;
     let template = route_by_key_usage(enroller, route, &csr);
+    let message_type = opened.message_type();
+    let signer_der = &opened.reply_to().signer_cert_der;
+    let renewal = match message_type {
+        MessageType::RenewalReq => true,
+        MessageType::PkcsReq => {
+            route.renewal.treat_signed_pkcsreq_as_renewal
+                && renew::signed_by_our_ca(enroller, signer_der)
+        }
+        _ => {
+            return Err((
+                None,
+                Refusal::bad_request("message type not supported", "enroll: not a request"),
+            ))
+        }
+    };
     let key = TxKey {
         transaction_id: opened.reply_to().transaction_id.clone(),
-        message_type: MessageType::PkcsReq.code(),
+        message_type: message_type.code(),
         csr_digest: sha256(csr_der),
     };
     let fail = |refusal| (Some(template), refusal);
@@ -79,8 +101,27 @@ pub fn enroll<'a>(
             ))))
         }
     }
-    let outcome = authorize(enroller, template, opened, &csr, csr_der, key.clone(), now)
-        .and_then(|approved| issue(enroller, approved, now));
+    let outcome = if renewal {
+        renew::authorize_renewal(
+            enroller,
+            template,
+            signer_der,
+            &csr,
+            csr_der,
+            key.clone(),
+            now,
+        )
+        .and_then(|(approved, old)| {
+            let delivery = issue(enroller, approved, now)?;
+            if template.renewal.revoke_superseded {
+                supersede(enroller, &old.serial, now);
+            }
+            Ok(delivery)
+        })
+    } else {
+        authorize(enroller, template, opened, &csr, csr_der, key.clone(), now)
+            .and_then(|approved| issue(enroller, approved, now))
+    };
     if let Err(refusal) = &outcome {
         record_failure(enroller, &key, refusal, now);
     }
@@ -276,6 +317,26 @@ fn refusal_for_ca_error(error: CaError) -> Refusal {
             )
         }
         _ => Refusal::internal(format!("CA: {error}")),
+    }
+}
+
+/// Revokes a renewed certificate (reason superseded) after its successor is durable. A
+/// failure here does not take the new certificate back; it is logged for the admin.
+fn supersede(enroller: &Enroller, serial: &[u8], now: SystemTime) {
+    let reason = scepd_ca::RevocationReason::Superseded;
+    let serial_hex = scepd_ca::serial_hex(serial);
+    match enroller
+        .store
+        .revoke(serial, reason.name(), renew::SUPERSEDED_BY, now)
+    {
+        Ok(_) => {
+            if let Err(e) = enroller.ca.revoke(serial, reason, now) {
+                tracing::error!(serial = %serial_hex, error = %e, "CA refused the revocation of a superseded certificate");
+            }
+        }
+        Err(e) => {
+            tracing::error!(serial = %serial_hex, error = %e, "could not revoke a superseded certificate");
+        }
     }
 }
 

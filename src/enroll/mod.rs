@@ -212,20 +212,22 @@ impl Enroller {
         let reply_to = opened.reply_to().clone();
         let cipher = opened.cipher();
         match message_type {
-            MessageType::PkcsReq => match approve::enroll(self, route, &opened, now) {
-                Ok(issued) => self.succeed(&reply_to, cipher, issued, now),
-                Err((template, refusal)) => {
-                    let template = template.unwrap_or(route);
-                    self.refuse(
-                        &reply_to,
-                        Some(message_type),
-                        cipher,
-                        template,
-                        refusal,
-                        now,
-                    )
+            MessageType::PkcsReq | MessageType::RenewalReq => {
+                match approve::enroll(self, route, &opened, now) {
+                    Ok(issued) => self.succeed(&reply_to, message_type, cipher, issued, now),
+                    Err((template, refusal)) => {
+                        let template = template.unwrap_or(route);
+                        self.refuse(
+                            &reply_to,
+                            Some(message_type),
+                            cipher,
+                            template,
+                            refusal,
+                            now,
+                        )
+                    }
                 }
-            },
+            }
             // GetCert and GetCRL read the store; they never reach the CA's issue().
             MessageType::GetCert => match lookup::get_cert(self, &opened) {
                 Ok(record) => {
@@ -323,6 +325,7 @@ impl Enroller {
     fn succeed(
         &self,
         reply_to: &ReplyTo,
+        message_type: MessageType,
         cipher: ContentCipher,
         issued: approve::Delivery<'_>,
         now: SystemTime,
@@ -332,7 +335,7 @@ impl Enroller {
             certs.extend(self.ca.chain().iter().map(Vec::as_slice));
         }
         let summary = Summary {
-            message_type: Some(MessageType::PkcsReq),
+            message_type: Some(message_type),
             transaction_id: reply_to.transaction_id.clone(),
             template: issued.template.name.clone(),
             outcome: "success",
@@ -346,7 +349,7 @@ impl Enroller {
             // The requester's signer key cannot receive a key-transport envelope (not RSA).
             Err(e) => self.refuse(
                 reply_to,
-                Some(MessageType::PkcsReq),
+                Some(message_type),
                 cipher,
                 issued.template,
                 Refusal::bad_alg(

@@ -22,6 +22,7 @@ struct State {
     transactions: HashMap<String, StoredTx>,
     certificates: BTreeMap<Vec<u8>, StoredCert>,
     redeemed: HashMap<Vec<u8>, u64>,
+    crl_number: u64,
 }
 
 impl MemoryStore {
@@ -144,5 +145,11 @@ impl Store for MemoryStore {
 
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {
         revocation_list(self.state().certificates.values())
+    }
+
+    fn next_crl_number(&self, at_least: u64) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        state.crl_number = state.crl_number.saturating_add(1).max(at_least);
+        Ok(state.crl_number)
     }
 }

@@ -225,4 +225,10 @@ pub trait Store: Send + Sync {
 
     /// Every revocation as (serial, when, reason), ordered by time then serial.
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError>;
+
+    /// The next cRLNumber (RFC 5280 §5.2.3): the larger of the last one plus 1 and
+    /// `at_least` (the publisher passes the Unix time, so that numbers also order CRLs signed
+    /// elsewhere from the time), strictly increasing across restarts and clock steps, made
+    /// durable before it is returned so that no two CRLs share a number.
+    fn next_crl_number(&self, at_least: u64) -> Result<u64, StoreError>;
 }

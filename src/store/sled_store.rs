@@ -300,4 +300,38 @@ impl Store for SledStore {
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {
         revocation_list(&self.all_certificates()?)
     }
+
+    fn next_crl_number(&self, at_least: u64) -> Result<u64, StoreError> {
+        let mut corrupt_value = false;
+        let stored = self.db.update_and_fetch(CRL_NUMBER_KEY, |old| {
+            let current = match old {
+                None => 0,
+                Some(bytes) => match <[u8; 8]>::try_from(bytes) {
+                    Ok(be) => u64::from_be_bytes(be),
+                    Err(_) => {
+                        corrupt_value = true;
+                        return old.map(<[u8]>::to_vec);
+                    }
+                },
+            };
+            Some(
+                current
+                    .saturating_add(1)
+                    .max(at_least)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        let number = stored
+            .as_deref()
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(u64::from_be_bytes)
+            .filter(|_| !corrupt_value)
+            .ok_or_else(|| corrupt("default", "the CRL number is not 8 octets"))?;
+        self.durability.commit(&self.db)?;
+        Ok(number)
+    }
 }
+
+/// Key of the cRLNumber counter in sled's default tree (a big-endian u64).
+const CRL_NUMBER_KEY: &[u8] = b"crl_number";
