@@ -9,8 +9,10 @@ use http::{header, Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::Template;
+use crate::crl::CrlPublisher;
 use crate::enroll::{Enroller, PkiReply, Summary};
 use crate::http::request::{self, Endpoint, Operation};
+use crate::ocsp::responder::OcspResponder;
 use crate::scep::reply::certs_only;
 
 /// Media types of RFC 8894 §4.
@@ -18,6 +20,10 @@ mod media {
     pub const CA_CERT: &str = "application/x-x509-ca-cert";
     pub const CA_RA_CERT: &str = "application/x-x509-ca-ra-cert";
     pub const PKI_MESSAGE: &str = "application/x-pki-message";
+    /// RFC 5280 §4.2.1.13 / RFC 2585 §4.2.
+    pub const CRL: &str = "application/pkix-crl";
+    /// RFC 6960 Appendix A.
+    pub const OCSP_RESPONSE: &str = "application/ocsp-response";
 }
 
 /// Tuning of the request path.
@@ -38,6 +44,18 @@ pub struct App {
     ca_cert_type: &'static str,
     admission: Semaphore,
     crypto: Semaphore,
+    revocation: Option<RevocationServices>,
+}
+
+/// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
+#[derive(Debug, Clone)]
+pub struct RevocationServices {
+    /// `[ca] name`: the CRL is served at `/crl/<ca_name>.crl`.
+    pub ca_name: String,
+    /// The current CRL.
+    pub crl: Arc<CrlPublisher>,
+    /// The OCSP responder.
+    pub ocsp: Arc<OcspResponder>,
 }
 
 /// A failure to build the [`App`] (never at request time).
@@ -61,7 +79,17 @@ impl App {
             enroller: Arc::new(enroller),
             admission: Semaphore::new(limits.max_queued_operations.max(1)),
             crypto: Semaphore::new(limits.crypto_threads.max(1)),
+            revocation: None,
         })
+    }
+
+    /// Serves the CRL and OCSP endpoints.
+    pub fn with_revocation_services(mut self, services: RevocationServices) -> Self {
+        self.revocation = Some(RevocationServices {
+            ca_name: services.ca_name.to_ascii_lowercase(),
+            ..services
+        });
+        self
     }
 
     /// The enrollment engine (the admin API reads its store).
@@ -77,6 +105,8 @@ impl App {
             Endpoint::Health => return plain(StatusCode::OK, "ok\n"),
             Endpoint::NotFound => return plain(StatusCode::NOT_FOUND, "not found\n"),
             Endpoint::Scep(name) => name.unwrap_or_else(|| self.default_template.clone()),
+            Endpoint::Crl(name) => return self.crl(request.method(), &name),
+            Endpoint::Ocsp => return self.ocsp(request).await,
         };
         let Some(template) = self.enroller.template(&template) else {
             return plain(StatusCode::NOT_FOUND, "no such SCEP template\n");
@@ -175,6 +205,61 @@ impl App {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"),
                     None,
                 )
+            }
+        }
+    }
+}
+
+impl App {
+    /// `GET /crl/<name>.crl`: the current DER CRL.
+    fn crl(&self, method: &Method, name: &str) -> Response<Bytes> {
+        let Some(services) = self.revocation.as_ref().filter(|s| s.ca_name == name) else {
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        };
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        match services.crl.current() {
+            Some(published) => typed(StatusCode::OK, media::CRL, published.der),
+            None => plain(StatusCode::SERVICE_UNAVAILABLE, "no CRL yet\n"),
+        }
+    }
+
+    /// `/ocsp`: POST with the DER request as body, or GET `/ocsp/<base64>` (RFC 6960
+    /// Appendix A.1). An unreadable request is a `malformedRequest` OCSPResponse (HTTP 200).
+    async fn ocsp(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let Some(services) = self.revocation.as_ref() else {
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let der = match *request.method() {
+            Method::POST => request.into_body().to_vec(),
+            Method::GET => request::ocsp_get_request(request.uri().path()).unwrap_or_default(),
+            _ => return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        };
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "busy; retry\n");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        };
+        let Ok(_running) = self.crypto.acquire().await else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        };
+        let responder = Arc::clone(&services.ocsp);
+        let job = tokio::task::spawn_blocking(move || responder.answer(&der, SystemTime::now()));
+        match job.await {
+            Ok(body) => {
+                tracing::info!(
+                    operation = "OCSP",
+                    status = crate::ocsp::status_name(&body),
+                    "request"
+                );
+                typed(StatusCode::OK, media::OCSP_RESPONSE, Bytes::from(body))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "OCSP task failed");
+                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n")
             }
         }
     }

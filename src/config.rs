@@ -43,6 +43,25 @@ pub struct RawConfig {
     /// Where templates live and which one serves the unnamed paths.
     #[serde(default)]
     pub templates: RawTemplates,
+    /// The published CRL.
+    #[serde(default)]
+    pub crl: RawCrl,
+}
+
+/// `[crl]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCrl {
+    /// nextUpdate - thisUpdate of each CRL, in hours; the server re-signs at half of it.
+    pub next_update_hours: u64,
+}
+
+impl Default for RawCrl {
+    fn default() -> Self {
+        Self {
+            next_update_hours: 24,
+        }
+    }
 }
 
 /// `[server]`
@@ -65,6 +84,9 @@ pub struct RawServer {
     pub max_queued_operations: usize,
     /// Accept single-DES requests on every path (RFC 8894 forbids it; old clients need it).
     pub legacy_algorithms: bool,
+    /// The URL clients reach this server at (`http://scep.example.com:8080`): issued
+    /// certificates name `<public_url>/crl/<ca name>.crl` and `<public_url>/ocsp`.
+    pub public_url: Option<String>,
 }
 
 impl Default for RawServer {
@@ -78,6 +100,7 @@ impl Default for RawServer {
             request_timeout_secs: 30,
             max_queued_operations: 256,
             legacy_algorithms: false,
+            public_url: None,
         }
     }
 }
@@ -127,6 +150,8 @@ pub struct RawCa {
     pub key_passphrase_env: Option<String>,
     /// File holding the key's passphrase.
     pub key_passphrase_file: Option<PathBuf>,
+    /// The CA's name in URLs: the CRL is served at `/crl/<name>.crl` (default `ca`).
+    pub name: Option<String>,
 }
 
 /// `[ra]`
@@ -278,6 +303,34 @@ pub struct Config {
     pub templates: BTreeMap<String, Template>,
     /// Name of the default template.
     pub default_template: String,
+    /// `[server] public_url`, without a trailing `/`.
+    pub public_url: Option<String>,
+    /// `[ca] name`: the CRL's file name is `<ca_name>.crl`.
+    pub ca_name: String,
+    /// `[crl] next_update_hours`.
+    pub crl_next_update: Duration,
+}
+
+/// What issued certificates point to when their template names no URLs of its own.
+#[derive(Debug, Clone, Default)]
+pub struct IssuanceDefaults {
+    /// cRLDistributionPoints.
+    pub crl_distribution_points: Vec<String>,
+    /// authorityInfoAccess id-ad-ocsp.
+    pub ocsp_urls: Vec<String>,
+}
+
+impl IssuanceDefaults {
+    /// From `[server] public_url` and `[ca] name`; none without a public URL.
+    pub fn from_public_url(public_url: Option<&str>, ca_name: &str) -> Self {
+        match public_url {
+            Some(url) => Self {
+                crl_distribution_points: vec![format!("{url}/crl/{ca_name}.crl")],
+                ocsp_urls: vec![format!("{url}/ocsp")],
+            },
+            None => Self::default(),
+        }
+    }
 }
 
 /// HTTP limits.
@@ -497,8 +550,19 @@ impl Config {
             encrypt_key: resolve(&r.encrypt_key),
         });
         check_files_exist(&ca, ra.as_ref(), tls.as_ref(), &mut errors);
+        let public_url = validate_public_url(raw.server.public_url.as_deref(), &mut errors);
+        let ca_name = raw.ca.name.clone().unwrap_or_else(|| "ca".into());
+        if !is_url_safe_name(&ca_name) {
+            errors.push(format!(
+                "ca.name: {ca_name:?}: use letters, digits, '-' and '_'"
+            ));
+        }
+        if raw.crl.next_update_hours == 0 {
+            errors.push("crl.next_update_hours: must be greater than 0".into());
+        }
+        let defaults = IssuanceDefaults::from_public_url(public_url.as_deref(), &ca_name);
         let templates_dir = resolve(&raw.templates.dir);
-        let templates = load_templates(&templates_dir, &mut errors);
+        let templates = load_templates(&templates_dir, &defaults, &mut errors);
         check_template_references(&templates, &raw.templates.default, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -518,7 +582,27 @@ impl Config {
             templates,
             default_template: raw.templates.default,
             base_dir,
+            public_url,
+            ca_name,
+            crl_next_update: Duration::from_secs(raw.crl.next_update_hours.saturating_mul(3600)),
         })
+    }
+}
+
+/// `[server] public_url`: an http or https URL without query; a trailing `/` is dropped.
+fn validate_public_url(url: Option<&str>, errors: &mut Vec<String>) -> Option<String> {
+    let url = url?.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !url.contains(['?', '#', ' ']) => Some(url.to_owned()),
+        _ => {
+            errors.push(format!(
+                "server.public_url: {url:?} is not a URL such as http://scep.example.com:8080"
+            ));
+            None
+        }
     }
 }
 
@@ -601,7 +685,11 @@ fn check_files_exist(
     }
 }
 
-fn load_templates(dir: &Path, errors: &mut Vec<String>) -> BTreeMap<String, Template> {
+fn load_templates(
+    dir: &Path,
+    defaults: &IssuanceDefaults,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, Template> {
     let mut templates = BTreeMap::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -627,7 +715,7 @@ fn load_templates(dir: &Path, errors: &mut Vec<String>) -> BTreeMap<String, Temp
             ));
             continue;
         }
-        match load_template(&path, &name) {
+        match load_template_with_defaults(&path, &name, defaults) {
             Ok(template) => {
                 templates.insert(name.to_ascii_lowercase(), template);
             }
@@ -646,6 +734,15 @@ fn is_url_safe_name(name: &str) -> bool {
 
 /// Reads and validates one template file, reporting every problem with the file name.
 pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
+    load_template_with_defaults(path, name, &IssuanceDefaults::default())
+}
+
+/// [`load_template`], filling the CRL and OCSP URLs the template leaves empty from `defaults`.
+pub fn load_template_with_defaults(
+    path: &Path,
+    name: &str,
+    defaults: &IssuanceDefaults,
+) -> Result<Template, Vec<String>> {
     let prefix = |msg: String| format!("{}: {msg}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| vec![prefix(e.to_string())])?;
     let raw: RawTemplate = toml::from_str(&text).map_err(|e| vec![prefix(e.to_string())])?;
@@ -657,6 +754,15 @@ pub fn load_template(path: &Path, name: &str) -> Result<Template, Vec<String>> {
         .try_into::<scepd_ca::RawProfile>()
         .map_err(|e| errors.push(prefix(format!("[issuance]: {e}"))))
         .ok()
+        .map(|mut p| {
+            if p.crl_distribution_points.is_empty() {
+                p.crl_distribution_points = defaults.crl_distribution_points.clone();
+            }
+            if p.ocsp_urls.is_empty() {
+                p.ocsp_urls = defaults.ocsp_urls.clone();
+            }
+            p
+        })
         .and_then(|p| {
             p.validate(name)
                 .map_err(|e| errors.extend(e.into_iter().map(&prefix)))

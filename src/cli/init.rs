@@ -209,6 +209,9 @@ fn config_text(args: &InitArgs) -> String {
 
 [server]
 listen = "{listen}"
+# Issued certificates name <public_url>/crl/ca.crl (CRL) and <public_url>/ocsp (OCSP):
+# set it to the URL devices and relying parties reach this server at.
+public_url = "http://{listen}"
 # Single DES in requests (RFC 8894 forbids it; micromdm's scepclient 2.1.0 needs it).
 legacy_algorithms = {legacy}
 max_body_bytes = 2097152

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::EXIT_CONFIG;
-use crate::app::{App, AppLimits};
+use crate::app::{App, AppLimits, RevocationServices};
 use crate::config::Config;
+use crate::crl::CrlPublisher;
 use crate::enroll::{Enroller, EnrollerParts};
 use crate::http::admin::AdminApi;
 use crate::http::server;
 use crate::keys::{self, RaIdentity};
+use crate::ocsp::responder::OcspResponder;
 use crate::store::{SledStore, Store};
 
 /// How long `serve` waits for the store's lock (a server that is just exiting holds it).
@@ -35,6 +37,8 @@ pub struct Loaded {
     pub app: Arc<App>,
     /// The admin API.
     pub admin: Arc<AdminApi>,
+    /// The CRL publisher (re-signed on a schedule while serving).
+    pub crl: Arc<CrlPublisher>,
 }
 
 /// Runs `scepd serve`.
@@ -133,9 +137,28 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         )]
     })?;
     let templates = std::mem::take(&mut config.templates);
+    let ca: Arc<dyn scepd_ca::CaBackend> = Arc::new(ca);
+    let crl = Arc::new(CrlPublisher::new(
+        Arc::clone(&ca),
+        Arc::clone(&store),
+        config.crl_next_update,
+    ));
+    crl.regenerate(std::time::SystemTime::now())
+        .map_err(|e| vec![format!("CRL: {e}")])?;
+    let ocsp = OcspResponder::new(
+        Arc::clone(&ca),
+        Arc::clone(&store),
+        crate::ocsp::responder::DEFAULT_VALIDITY,
+    )
+    .map_err(|e| vec![format!("OCSP: {e}")])?;
+    let revocation = RevocationServices {
+        ca_name: config.ca_name.clone(),
+        crl: Arc::clone(&crl),
+        ocsp: Arc::new(ocsp),
+    };
     let enroller = Enroller::new(EnrollerParts {
         ra,
-        ca: Arc::new(ca),
+        ca,
         store: Arc::clone(&store),
         templates,
         legacy_everywhere: config.legacy_algorithms,
@@ -149,20 +172,35 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
             .map(|n| n.get())
             .unwrap_or(2),
     };
-    let app =
-        App::new(enroller, &config.default_template, limits).map_err(|e| vec![e.to_string()])?;
-    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec());
+    let app = App::new(enroller, &config.default_template, limits)
+        .map_err(|e| vec![e.to_string()])?
+        .with_revocation_services(revocation);
+    let on_revoked = Arc::clone(&crl);
+    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec()).with_revocation_hook(
+        Arc::new(move || {
+            if let Err(e) = on_revoked.regenerate(std::time::SystemTime::now()) {
+                tracing::error!(error = %e, "CRL not re-signed after a revocation");
+            }
+        }),
+    );
     Ok(Loaded {
         config,
         app: Arc::new(app),
         admin: Arc::new(admin),
+        crl,
     })
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
-    let Loaded { config, app, admin } = loaded;
+    let Loaded {
+        config,
+        app,
+        admin,
+        crl,
+    } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crl_schedule(crl, stop_rx.clone())));
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");
@@ -204,6 +242,28 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Re-signs the CRL every [`CrlPublisher::refresh_interval`] until `stop` turns true.
+async fn crl_schedule(crl: Arc<CrlPublisher>, mut stop: watch::Receiver<bool>) {
+    let interval = crl.refresh_interval();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let crl = Arc::clone(&crl);
+        match tokio::task::spawn_blocking(move || crl.regenerate(std::time::SystemTime::now()))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled CRL not signed; retrying later"),
+            Err(e) => tracing::error!(error = %e, "scheduled CRL task failed"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -142,12 +142,27 @@ pub fn revoke(
 pub struct AdminApi {
     store: Arc<dyn Store>,
     token: Vec<u8>,
+    on_revoked: Option<RevocationHook>,
 }
+
+/// Called after a certificate is newly revoked, before the API answers (`serve` re-signs the
+/// CRL there, so that the CRL is current when `scepd certs revoke` returns).
+pub type RevocationHook = Arc<dyn Fn() + Send + Sync>;
 
 impl AdminApi {
     /// `token` is the bearer token's exact bytes.
     pub fn new(store: Arc<dyn Store>, token: Vec<u8>) -> Self {
-        Self { store, token }
+        Self {
+            store,
+            token,
+            on_revoked: None,
+        }
+    }
+
+    /// Runs `hook` after every new revocation.
+    pub fn with_revocation_hook(mut self, hook: RevocationHook) -> Self {
+        self.on_revoked = Some(hook);
+        self
     }
 
     fn authorized(&self, request: &Request<Bytes>) -> bool {
@@ -217,6 +232,11 @@ impl AdminApi {
         match revoke(&*self.store, &serial, &body.reason, &body.by, now) {
             RevokeResult::Done(answer) => {
                 tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
+                if answer.outcome == "revoked" {
+                    if let Some(hook) = &self.on_revoked {
+                        hook();
+                    }
+                }
                 json(StatusCode::OK, &*answer)
             }
             RevokeResult::NotFound => {

@@ -12,6 +12,10 @@ pub enum Endpoint {
     Health,
     /// A SCEP path; `None` is the default template.
     Scep(Option<String>),
+    /// `/crl/<name>.crl`: the CRL of the CA called `<name>` (lowercased).
+    Crl(String),
+    /// `/ocsp` (POST) or `/ocsp/<base64 request>` (GET), RFC 6960 Appendix A.1.
+    Ocsp,
     /// Anything else.
     NotFound,
 }
@@ -73,20 +77,50 @@ pub fn classify_path(path: &str) -> Endpoint {
     if DEFAULT_PATHS.contains(&trimmed) {
         return Endpoint::Scep(None);
     }
+    if trimmed == "/ocsp" || trimmed.starts_with("/ocsp/") {
+        return Endpoint::Ocsp;
+    }
+    if let Some(name) = trimmed
+        .strip_prefix("/crl/")
+        .and_then(|rest| rest.strip_suffix(".crl"))
+    {
+        return if is_name(name) {
+            Endpoint::Crl(name.to_owned())
+        } else {
+            Endpoint::NotFound
+        };
+    }
     // `/scep/<template>`, optionally followed by `/pkiclient.exe` as Cisco and Windows append.
     let Some(rest) = trimmed.strip_prefix("/scep/") else {
         return Endpoint::NotFound;
     };
     let name = rest.strip_suffix("/pkiclient.exe").unwrap_or(rest);
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if is_name(name) {
         Endpoint::Scep(Some(name.to_owned()))
     } else {
         Endpoint::NotFound
     }
+}
+
+/// A template or CA name: letters, digits, `-`, `_`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The DER OCSPRequest of a GET (RFC 6960 Appendix A.1): the path after `/ocsp/`,
+/// percent-decoded, then base64 (padding optional; unescaped `+` and `/`, and the URL-safe
+/// alphabet, accepted). `None` when there is none or it is not base64.
+pub fn ocsp_get_request(path: &str) -> Option<Vec<u8>> {
+    let prefix = path.get(..6)?;
+    if !prefix.eq_ignore_ascii_case("/ocsp/") {
+        return None;
+    }
+    let encoded = path.get(6..)?;
+    let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+    decode_message(&decoded)
 }
 
 /// The two query parameters SCEP uses, percent-decoded.
@@ -171,6 +205,26 @@ mod tests {
         assert_eq!(classify_path("/scep/../etc"), Endpoint::NotFound);
         assert_eq!(classify_path("/healthz"), Endpoint::Health);
         assert_eq!(classify_path("/other"), Endpoint::NotFound);
+        assert_eq!(classify_path("/crl/CA.crl"), Endpoint::Crl("ca".into()));
+        assert_eq!(classify_path("/crl/a/b.crl"), Endpoint::NotFound);
+        assert_eq!(classify_path("/crl/.crl"), Endpoint::NotFound);
+        assert_eq!(classify_path("/ocsp"), Endpoint::Ocsp);
+        assert_eq!(classify_path("/ocsp/MEow+/=="), Endpoint::Ocsp);
+    }
+
+    #[test]
+    fn ocsp_get_request_is_percent_decoded_base64() {
+        let der = vec![0x30, 0xfb, 0xff, 0x01];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        assert_eq!(ocsp_get_request(&format!("/ocsp/{b64}")), Some(der.clone()));
+        let escaped = b64
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        assert_eq!(ocsp_get_request(&format!("/OCSP/{escaped}")), Some(der));
+        assert_eq!(ocsp_get_request("/ocsp/"), None);
+        assert_eq!(ocsp_get_request("/ocsp"), None);
+        assert_eq!(ocsp_get_request("/ocsp/!!"), None);
     }
 
     #[test]
