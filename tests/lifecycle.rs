@@ -512,3 +512,184 @@ fn foreign_certificate(instance: &Instance, device: &Device, subject: &str) -> V
     builder.sign(&ca_key, MessageDigest::sha256()).unwrap();
     builder.build().to_der().unwrap()
 }
+
+/// A CertPoll for `tx`, with the IssuerAndSubject scepclient would send.
+fn poll_request(instance: &Instance, device: &Device, cn: &str, tx: &str) -> PreparedRequest {
+    use der::{Decode, Encode};
+    let ca = x509_cert::Certificate::from_der(instance.ca_cert()).unwrap();
+    let subject: x509_cert::name::Name = format!("CN={cn},O=scepd tests").parse().unwrap();
+    let data =
+        message_data::encode_issuer_and_subject(&ca.tbs_certificate.subject, &subject).unwrap();
+    assert!(!subject.to_der().unwrap().is_empty());
+    let mut opts = options(tx);
+    opts.message_type = MessageType::CertPoll;
+    client::build_request(&data, &instance.recipient, &device.signer, &opts).unwrap()
+}
+
+fn manual_instance() -> Instance {
+    Instance::new(Setup {
+        templates: vec![(
+            "manual",
+            template(
+                "manual_approval = true\npending_expiry_hours = 1",
+                "validity_days = 30",
+                "",
+            ),
+        )],
+        ..Setup::default()
+    })
+}
+
+#[test]
+fn manual_approval_pending_then_success_after_approve() {
+    use scepd::enroll::queue::{self, DecideResult};
+    use scepd::store::Verdict;
+    let instance = manual_instance();
+    let store = instance.app.enroller().store().clone();
+    let device = Device::rsa(2048);
+
+    // The challenge is checked before anything is parked.
+    let wrong = device.simple_csr("manual-1", "wrong challenge");
+    let view = instance.exchange(
+        "/scep/manual",
+        Via::Post,
+        &prepare(&instance, &device, &wrong, &options("tx-manual-wrong")),
+        &device.signer,
+    );
+    assert_failure(&view, FailInfo::BadRequest);
+    assert!(store.pending_requests().unwrap().is_empty());
+
+    let csr = device.simple_csr("manual-1", CHALLENGE);
+    let request = prepare(&instance, &device, &csr, &options("tx-manual-1"));
+    let view = instance.exchange("/scep/manual", Via::Post, &request, &device.signer);
+    assert_eq!(view.status, PkiStatus::Pending, "{:?}", view.fail_info_text);
+    assert!(!view.has_content, "a PENDING carries no envelope");
+    let listed = queue::list(&*store, SystemTime::now()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].transaction_id, "tx-manual-1");
+    assert_eq!(listed[0].state, "waiting");
+    assert_eq!(listed[0].subject, "CN=manual-1,O=scepd tests");
+
+    // A retried PKCSReq and a CertPoll: still PENDING.
+    let again = prepare(&instance, &device, &csr, &options("tx-manual-1"));
+    let view = instance.exchange("/scep/manual", Via::Post, &again, &device.signer);
+    assert_eq!(view.status, PkiStatus::Pending);
+    let poll = poll_request(&instance, &device, "manual-1", "tx-manual-1");
+    let view = instance.exchange("/scep/manual", Via::Post, &poll, &device.signer);
+    assert_eq!(view.status, PkiStatus::Pending);
+    // The same transactionID with another CSR is refused.
+    let other = device.simple_csr("manual-other", CHALLENGE);
+    let view = instance.exchange(
+        "/scep/manual",
+        Via::Post,
+        &prepare(&instance, &device, &other, &options("tx-manual-1")),
+        &device.signer,
+    );
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // Approve: the next poll gets the certificate, and so does every retry.
+    match queue::decide(
+        &*store,
+        "tx-manual-1",
+        Verdict::Approve,
+        "alice",
+        SystemTime::now(),
+    ) {
+        DecideResult::Done(answer) => assert_eq!(answer.outcome, "approved"),
+        _ => panic!("approve failed"),
+    }
+    match queue::decide(
+        &*store,
+        "tx-manual-1",
+        Verdict::Reject,
+        "bob",
+        SystemTime::now(),
+    ) {
+        DecideResult::Done(answer) => assert_eq!(answer.outcome, "already_decided"),
+        _ => panic!("second decision"),
+    }
+    let poll = poll_request(&instance, &device, "manual-1", "tx-manual-1");
+    let view = instance.exchange("/scep/manual", Via::Post, &poll, &device.signer);
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+    let cert = view.certs[0].clone();
+    assert!(openssl_verify(instance.ca_cert(), &cert));
+    let record = store.certificate(&serial_of(&cert)).unwrap().unwrap();
+    assert_eq!(record.template, "manual");
+    assert_eq!(record.transaction_id, "tx-manual-1");
+    let poll = poll_request(&instance, &device, "manual-1", "tx-manual-1");
+    let view = instance.exchange("/scep/manual", Via::Post, &poll, &device.signer);
+    assert_eq!(view.certs, vec![cert.clone()]);
+    let again = prepare(&instance, &device, &csr, &options("tx-manual-1"));
+    let view = instance.exchange("/scep/manual", Via::Post, &again, &device.signer);
+    assert_eq!(view.certs, vec![cert]);
+    assert_eq!(store.certificates().unwrap().len(), 1);
+}
+
+#[test]
+fn manual_approval_reject_expiry_and_unknown_poll() {
+    use scepd::enroll::queue::{self, DecideResult};
+    use scepd::store::Verdict;
+    let instance = manual_instance();
+    let store = instance.app.enroller().store().clone();
+    let device = Device::rsa(2048);
+    for (cn, tx) in [("rejected", "tx-reject"), ("expiring", "tx-expire")] {
+        let csr = device.simple_csr(cn, CHALLENGE);
+        let view = instance.exchange(
+            "/scep/manual",
+            Via::Post,
+            &prepare(&instance, &device, &csr, &options(tx)),
+            &device.signer,
+        );
+        assert_eq!(view.status, PkiStatus::Pending);
+    }
+
+    assert!(matches!(
+        queue::decide(
+            &*store,
+            "tx-reject",
+            Verdict::Reject,
+            "alice",
+            SystemTime::now()
+        ),
+        DecideResult::Done(_)
+    ));
+    let poll = poll_request(&instance, &device, "rejected", "tx-reject");
+    let view = instance.exchange("/scep/manual", Via::Post, &poll, &device.signer);
+    assert_failure(&view, FailInfo::BadRequest);
+
+    // pending_expiry_hours = 1: two hours later the request has expired.
+    let later = SystemTime::now() + std::time::Duration::from_secs(2 * 3600);
+    let poll = poll_request(&instance, &device, "expiring", "tx-expire");
+    let view = at_time(&instance, "manual", &poll, &device.signer, later);
+    assert_failure(&view, FailInfo::BadRequest);
+    assert!(matches!(
+        queue::decide(&*store, "tx-expire", Verdict::Approve, "alice", later),
+        DecideResult::Expired
+    ));
+    let mut states: Vec<(String, String)> = queue::list(&*store, later)
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.transaction_id, v.state))
+        .collect();
+    states.sort();
+    let expected = [("tx-expire", "expired"), ("tx-reject", "rejected")];
+    assert_eq!(
+        states,
+        expected.map(|(t, s)| (t.to_owned(), s.to_owned())).to_vec()
+    );
+
+    // CertPoll for a transaction nobody parked: badRequest.
+    let poll = poll_request(&instance, &device, "nobody", "tx-unknown");
+    let view = instance.exchange("/scep/manual", Via::Post, &poll, &device.signer);
+    assert_failure(&view, FailInfo::BadRequest);
+    assert!(matches!(
+        queue::decide(
+            &*store,
+            "tx-unknown",
+            Verdict::Approve,
+            "alice",
+            SystemTime::now()
+        ),
+        DecideResult::NotFound
+    ));
+}

@@ -4,6 +4,7 @@
 mod admin_client;
 pub mod certs;
 pub mod init;
+pub mod requests;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// List, show and revoke issued certificates.
     Certs(certs::CertsArgs),
+    /// List, approve and reject requests waiting for manual approval.
+    Requests(requests::RequestsArgs),
 }
 
 /// `--config FILE`
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Serve(args) => serve::run(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Requests(args) => requests::run(&args),
     }
 }
 

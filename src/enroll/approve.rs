@@ -1,7 +1,10 @@
 //! PKCSReq and RenewalReq: from an opened message to a durable certificate (design.md §3
 //! steps 5 to 8).
 
+mod pending;
 mod renew;
+
+use std::borrow::Cow;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,8 +26,19 @@ use crate::store::{CertRecord, CertStatus, StoreError, TxBegin, TxKey};
 /// only with one, so issuance without authorisation cannot be written (design.md §3 step 7).
 pub struct Approved<'a> {
     template: &'a Template,
-    csr_der: &'a [u8],
+    csr_der: Cow<'a, [u8]>,
     key: TxKey,
+}
+
+/// What a PKCSReq, RenewalReq or CertPoll comes to, short of a refusal.
+pub enum Answer<'a> {
+    /// A certificate to deliver.
+    Issued(Delivery<'a>),
+    /// Waiting for an admin (manual approval).
+    Pending {
+        /// The template the request waits under.
+        template: &'a Template,
+    },
 }
 
 /// A certificate ready to deliver: fresh, or from a retried transaction.
@@ -36,6 +50,16 @@ pub struct Delivery<'a> {
 }
 
 type Failed<'a> = (Option<&'a Template>, Refusal);
+
+/// CertPoll (RFC 8894 §3.3.3), see [`pending`].
+pub fn poll<'a>(
+    enroller: &'a Enroller,
+    route: &'a Template,
+    transaction_id: &str,
+    now: SystemTime,
+) -> Result<Answer<'a>, Failed<'a>> {
+    pending::poll(enroller, route, transaction_id, now)
+}
 
 /// The policy module that a template's challenge configuration asks for.
 pub fn policy_for(challenge: &ChallengeConfig) -> Arc<dyn PolicyModule> {
@@ -55,7 +79,7 @@ pub fn enroll<'a>(
     route: &'a Template,
     opened: &'a Opened,
     now: SystemTime,
-) -> Result<Delivery<'a>, Failed<'a>> {
+) -> Result<Answer<'a>, Failed<'a>> {
     let csr_der = opened.content();
     let csr = parse_csr(csr_der).map_err(|r| (None, r))?;
     let template = route_by_key_usage(enroller, route, &csr);
@@ -80,9 +104,27 @@ pub fn enroll<'a>(
         csr_digest: sha256(csr_der),
     };
     let fail = |refusal| (Some(template), refusal);
+    // A transactionID parked for manual approval answers from its parked record.
+    match enroller.store.pending_request(&key.transaction_id) {
+        Ok(Some(parked)) if parked.csr_digest == key.csr_digest && !renewal => {
+            return pending::answer(enroller, route, parked, now)
+        }
+        Ok(Some(_)) => {
+            return Err(fail(Refusal::bad_request(
+                "transactionID already used for another request",
+                "transactionID is pending with a different CSR or message type",
+            )))
+        }
+        Ok(None) => {}
+        Err(e) => return Err(fail(Refusal::internal(format!("store: pending: {e}")))),
+    }
     match enroller.store.begin_transaction(&key, now) {
         Ok(TxBegin::Fresh) => {}
-        Ok(TxBegin::Replay { serial }) => return replay(enroller, template, serial).map_err(fail),
+        Ok(TxBegin::Replay { serial }) => {
+            return replay(enroller, template, serial)
+                .map(Answer::Issued)
+                .map_err(fail)
+        }
         Ok(TxBegin::Conflict) => {
             return Err(fail(Refusal::bad_request(
                 "transactionID already used for another request",
@@ -116,11 +158,18 @@ pub fn enroll<'a>(
             if template.renewal.revoke_superseded {
                 supersede(enroller, &old.serial, now);
             }
-            Ok(delivery)
+            Ok(Answer::Issued(delivery))
         })
     } else {
-        authorize(enroller, template, opened, &csr, csr_der, key.clone(), now)
-            .and_then(|approved| issue(enroller, approved, now))
+        authorize(enroller, template, opened, &csr, csr_der, key.clone(), now).and_then(
+            |approved| {
+                if template.manual_approval {
+                    pending::park(enroller, template, &csr, csr_der, &key, now)
+                } else {
+                    issue(enroller, approved, now).map(Answer::Issued)
+                }
+            },
+        )
     };
     if let Err(refusal) = &outcome {
         record_failure(enroller, &key, refusal, now);
@@ -242,7 +291,7 @@ fn authorize<'a>(
     }
     Ok(Approved {
         template,
-        csr_der,
+        csr_der: Cow::Borrowed(csr_der),
         key,
     })
 }
@@ -266,7 +315,7 @@ fn issue<'a>(
     now: SystemTime,
 ) -> Result<Delivery<'a>, Refusal> {
     let request = IssueRequest {
-        csr_der: approved.csr_der,
+        csr_der: &approved.csr_der,
         profile: &approved.template.profile,
         now,
     };

@@ -5,6 +5,7 @@
 
 mod approve;
 mod lookup;
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::scep::reply::{self, Outcome, ReplySigner};
 use crate::scep::{ContentCipher, FailInfo, MessageType};
 use crate::store::Store;
 
-pub use approve::Approved;
+pub use approve::{Answer, Approved};
 
 /// Why a request is refused: the failInfo for the wire, a short text for the client, and the
 /// full cause for the log. Built only here, so the mapping of design.md §4 lives in one file.
@@ -212,9 +213,20 @@ impl Enroller {
         let reply_to = opened.reply_to().clone();
         let cipher = opened.cipher();
         match message_type {
-            MessageType::PkcsReq | MessageType::RenewalReq => {
-                match approve::enroll(self, route, &opened, now) {
-                    Ok(issued) => self.succeed(&reply_to, message_type, cipher, issued, now),
+            MessageType::PkcsReq | MessageType::RenewalReq | MessageType::CertPoll => {
+                let answer = if message_type == MessageType::CertPoll {
+                    approve::poll(self, route, &reply_to.transaction_id, now)
+                } else {
+                    approve::enroll(self, route, &opened, now)
+                };
+                match answer {
+                    Ok(Answer::Issued(issued)) => {
+                        self.succeed(&reply_to, message_type, cipher, issued, now)
+                    }
+                    Ok(Answer::Pending { template }) => {
+                        let summary = self.summary(&reply_to, message_type, template, "pending");
+                        self.answer(&reply_to, cipher, template, &Outcome::Pending, summary, now)
+                    }
                     Err((template, refusal)) => {
                         let template = template.unwrap_or(route);
                         self.refuse(

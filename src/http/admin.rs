@@ -4,6 +4,9 @@
 //! - `GET  /v1/certs`                    every issued certificate
 //! - `GET  /v1/certs/{serial}`           one (serial in hex)
 //! - `POST /v1/certs/{serial}/revoke`    body `{"reason": "keyCompromise", "by": "alice"}`
+//! - `GET  /v1/requests`                 requests parked for manual approval
+//! - `POST /v1/requests/{txid}/approve`  body `{"by": "alice"}` (txid percent-encoded)
+//! - `POST /v1/requests/{txid}/reject`   body `{"by": "alice"}`
 
 use std::future::Future;
 use std::pin::Pin;
@@ -191,7 +194,48 @@ impl AdminApi {
             (&Method::POST, ["v1", "certs", serial, "revoke"]) => {
                 self.revoke(serial, request.body(), now)
             }
+            (&Method::GET, ["v1", "requests"]) => self.list_requests(now),
+            (&Method::POST, ["v1", "requests", txid, "approve"]) => {
+                self.decide_request(txid, crate::store::Verdict::Approve, request.body(), now)
+            }
+            (&Method::POST, ["v1", "requests", txid, "reject"]) => {
+                self.decide_request(txid, crate::store::Verdict::Reject, request.body(), now)
+            }
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn list_requests(&self, now: SystemTime) -> Response<Bytes> {
+        match crate::enroll::queue::list(&*self.store, now) {
+            Ok(views) => json(StatusCode::OK, &views),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        }
+    }
+
+    fn decide_request(
+        &self,
+        transaction_id: &str,
+        verdict: crate::store::Verdict,
+        body: &Bytes,
+        now: SystemTime,
+    ) -> Response<Bytes> {
+        use crate::enroll::queue::{self, DecideBody, DecideResult};
+        let transaction_id =
+            percent_encoding::percent_decode_str(transaction_id).decode_utf8_lossy();
+        let Ok(body) = serde_json::from_slice::<DecideBody>(body) else {
+            return json_error(StatusCode::BAD_REQUEST, "body must be {\"by\": ...}");
+        };
+        match queue::decide(&*self.store, &transaction_id, verdict, &body.by, now) {
+            DecideResult::Done(answer) => json(StatusCode::OK, &*answer),
+            DecideResult::NotFound => json_error(
+                StatusCode::NOT_FOUND,
+                "no pending request with this transactionID",
+            ),
+            DecideResult::Expired => json_error(
+                StatusCode::CONFLICT,
+                "the request expired before it was decided",
+            ),
+            DecideResult::Failed(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
         }
     }
 

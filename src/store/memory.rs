@@ -5,6 +5,7 @@ use super::record::{
     duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
     StoredTx,
 };
+use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -22,6 +23,7 @@ struct State {
     transactions: HashMap<String, StoredTx>,
     certificates: BTreeMap<Vec<u8>, StoredCert>,
     redeemed: HashMap<Vec<u8>, u64>,
+    pending: HashMap<String, PendingRequest>,
     crl_number: u64,
 }
 
@@ -141,6 +143,47 @@ impl Store for MemoryStore {
         }
         cert.mark_revoked(reason, by, at);
         Ok(RevokeOutcome::Revoked)
+    }
+
+    fn record_pending(&self, key: &TxKey, request: &PendingRequest) -> Result<(), StoreError> {
+        let stored = pending::normalised(request)?;
+        let mut state = self.state();
+        check_may_record_issued(state.transactions.get(&key.transaction_id), key)?;
+        state.transactions.remove(&key.transaction_id);
+        state.pending.insert(request.transaction_id.clone(), stored);
+        Ok(())
+    }
+
+    fn pending_request(&self, transaction_id: &str) -> Result<Option<PendingRequest>, StoreError> {
+        Ok(self.state().pending.get(transaction_id).cloned())
+    }
+
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
+        let mut all: Vec<_> = self.state().pending.values().cloned().collect();
+        all.sort_by(|a, b| {
+            (a.received_at, &a.transaction_id).cmp(&(b.received_at, &b.transaction_id))
+        });
+        Ok(all)
+    }
+
+    fn decide_pending(
+        &self,
+        transaction_id: &str,
+        verdict: Verdict,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<DecideOutcome, StoreError> {
+        let mut state = self.state();
+        let current = state.pending.get(transaction_id).cloned();
+        match pending::decide(current, verdict, by, now) {
+            Ok(updated) => {
+                state
+                    .pending
+                    .insert(transaction_id.to_owned(), updated.clone());
+                Ok(DecideOutcome::Decided(updated))
+            }
+            Err(outcome) => Ok(*outcome),
+        }
     }
 
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {

@@ -19,12 +19,14 @@
 
 mod group_commit;
 mod memory;
+mod pending;
 mod record;
 mod sled_store;
 #[cfg(test)]
 mod tests;
 
 pub use memory::MemoryStore;
+pub use pending::{DecideOutcome, PendingDecision, PendingRequest, Verdict};
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
@@ -222,6 +224,27 @@ pub trait Store: Send + Sync {
         by: &str,
         at: SystemTime,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Park a request for manual approval: store `request` and release the transaction's
+    /// in-progress marker, atomically, then flush. The transaction must be in progress with
+    /// this key ([`StoreError::NotInProgress`]).
+    fn record_pending(&self, key: &TxKey, request: &PendingRequest) -> Result<(), StoreError>;
+
+    /// The pending request with this transactionID, whatever its decision.
+    fn pending_request(&self, transaction_id: &str) -> Result<Option<PendingRequest>, StoreError>;
+
+    /// Every pending request (decided ones included), ordered by arrival then transactionID.
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>, StoreError>;
+
+    /// Record an admin's verdict on a waiting, unexpired request, and flush. Of concurrent
+    /// verdicts exactly one is recorded; the others get [`DecideOutcome::AlreadyDecided`].
+    fn decide_pending(
+        &self,
+        transaction_id: &str,
+        verdict: Verdict,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<DecideOutcome, StoreError>;
 
     /// Every revocation as (serial, when, reason), ordered by time then serial.
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError>;

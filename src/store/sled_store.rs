@@ -10,6 +10,7 @@ use super::record::{
     duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
     StoredTx,
 };
+use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
@@ -295,6 +296,77 @@ impl Store for SledStore {
             self.durability.commit(&self.db)?;
         }
         Ok(outcome)
+    }
+
+    fn record_pending(&self, key: &TxKey, request: &PendingRequest) -> Result<(), StoreError> {
+        let id = key.transaction_id.as_str();
+        let value = pending::encode(request)?;
+        let parked = self.db.open_tree(pending::TREE)?;
+        (&self.transactions, &parked)
+            .transaction(|(txs, parked)| {
+                check_may_record_issued(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
+                txs.remove(id.as_bytes())?;
+                parked.insert(request.transaction_id.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(from_transaction_error)?;
+        self.durability.commit(&self.db)?;
+        Ok(())
+    }
+
+    fn pending_request(&self, transaction_id: &str) -> Result<Option<PendingRequest>, StoreError> {
+        self.db
+            .open_tree(pending::TREE)?
+            .get(transaction_id.as_bytes())?
+            .map(|v| pending::decode(transaction_id, &v))
+            .transpose()
+    }
+
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
+        let mut all = self
+            .db
+            .open_tree(pending::TREE)?
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let id = String::from_utf8_lossy(&k).into_owned();
+                pending::decode(&id, &v)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| {
+            (a.received_at, &a.transaction_id).cmp(&(b.received_at, &b.transaction_id))
+        });
+        Ok(all)
+    }
+
+    fn decide_pending(
+        &self,
+        transaction_id: &str,
+        verdict: Verdict,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<DecideOutcome, StoreError> {
+        let tree = self.db.open_tree(pending::TREE)?;
+        loop {
+            let raw = tree.get(transaction_id.as_bytes())?;
+            let current = raw
+                .as_ref()
+                .map(|v| pending::decode(transaction_id, v))
+                .transpose()?;
+            let updated = match pending::decide(current, verdict, by, now) {
+                Ok(updated) => updated,
+                Err(outcome) => return Ok(*outcome),
+            };
+            let value = pending::encode(&updated)?;
+            // A racing verdict changes the value: look again and report it as decided.
+            if tree
+                .compare_and_swap(transaction_id.as_bytes(), raw, Some(value))?
+                .is_ok()
+            {
+                self.durability.commit(&self.db)?;
+                return Ok(DecideOutcome::Decided(updated));
+            }
+        }
     }
 
     fn revocations(&self) -> Result<Vec<(Vec<u8>, SystemTime, String)>, StoreError> {

@@ -74,7 +74,7 @@ pub(super) fn authorize_renewal<'a>(
     Ok((
         Approved {
             template,
-            csr_der,
+            csr_der: std::borrow::Cow::Borrowed(csr_der),
             key,
         },
         old,

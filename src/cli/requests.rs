@@ -1,0 +1,178 @@
+//! `scepd requests list|approve|reject TXID`: the manual-approval queue, through the admin
+//! API while a server runs (sled lets one process open the store), directly on the store
+//! otherwise (as `scepd certs`).
+
+use std::time::SystemTime;
+
+use http::{Method, StatusCode};
+
+use super::{admin_client, ConfigArg, EXIT_CONFIG};
+use crate::config::Config;
+use crate::enroll::queue::{self, DecideAnswer, DecideBody, DecideResult, RequestView};
+use crate::store::{SledStore, StoreError, Verdict};
+
+/// Arguments of `scepd requests`.
+#[derive(Debug, clap::Args)]
+pub struct RequestsArgs {
+    /// Which action.
+    #[command(subcommand)]
+    pub action: RequestsAction,
+}
+
+/// `scepd requests` actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum RequestsAction {
+    /// One line per request: transactionID, state, expiry, template, subject.
+    List(ConfigArg),
+    /// Approve a waiting request: the device's next poll gets its certificate.
+    Approve(Decide),
+    /// Reject a waiting request: the device's next poll gets FAILURE.
+    Reject(Decide),
+}
+
+/// `TXID [--by NAME]`
+#[derive(Debug, clap::Args)]
+pub struct Decide {
+    /// The request's SCEP transactionID.
+    pub transaction_id: String,
+    /// Who decides (recorded); defaults to the login name.
+    #[arg(long)]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+enum Access {
+    Direct(SledStore),
+    Api(Box<Config>),
+}
+
+/// Runs `scepd requests ...`.
+pub fn run(args: &RequestsArgs) -> u8 {
+    let config_arg = match &args.action {
+        RequestsAction::List(c) => c,
+        RequestsAction::Approve(d) | RequestsAction::Reject(d) => &d.config,
+    };
+    let config = match Config::load(&config_arg.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            errors.0.iter().for_each(|e| eprintln!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let access = match SledStore::open(&config.store_path) {
+        Ok(store) => Access::Direct(store),
+        Err(StoreError::Locked { .. }) => Access::Api(Box::new(config)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let result = match &args.action {
+        RequestsAction::List(_) => list(&access),
+        RequestsAction::Approve(d) => decide(&access, d, Verdict::Approve),
+        RequestsAction::Reject(d) => decide(&access, d, Verdict::Reject),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn list(access: &Access) -> Result<(), String> {
+    let views: Vec<RequestView> = match access {
+        Access::Direct(store) => queue::list(store, SystemTime::now())?,
+        Access::Api(config) => api_json(config, Method::GET, "/v1/requests", None)?,
+    };
+    for view in views {
+        println!(
+            "{} {:<8} {} {:<16} {}",
+            view.transaction_id,
+            view.state,
+            rfc3339(view.expires_at),
+            view.template,
+            view.subject
+        );
+    }
+    Ok(())
+}
+
+fn decide(access: &Access, args: &Decide, verdict: Verdict) -> Result<(), String> {
+    let by = args
+        .by
+        .clone()
+        .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+    let txid = &args.transaction_id;
+    let answer: DecideAnswer = match access {
+        Access::Direct(store) => {
+            match queue::decide(store, txid, verdict, &by, SystemTime::now()) {
+                DecideResult::Done(answer) => *answer,
+                DecideResult::NotFound => {
+                    return Err("no pending request with this transactionID".into())
+                }
+                DecideResult::Expired => {
+                    return Err("the request expired before it was decided".into())
+                }
+                DecideResult::Failed(e) => return Err(e),
+            }
+        }
+        Access::Api(config) => {
+            let body = serde_json::to_vec(&DecideBody { by }).map_err(|e| e.to_string())?;
+            let action = match verdict {
+                Verdict::Approve => "approve",
+                Verdict::Reject => "reject",
+            };
+            let escaped =
+                percent_encoding::utf8_percent_encode(txid, percent_encoding::NON_ALPHANUMERIC);
+            api_json(
+                config,
+                Method::POST,
+                &format!("/v1/requests/{escaped}/{action}"),
+                Some(body),
+            )?
+        }
+    };
+    let request = &answer.request;
+    match answer.outcome.as_str() {
+        "already_decided" => println!(
+            "{} was already {} by {}; nothing changed",
+            request.transaction_id,
+            request.state,
+            request.decided_by.as_deref().unwrap_or("?")
+        ),
+        outcome => println!("{} {outcome}", request.transaction_id),
+    }
+    Ok(())
+}
+
+fn api_json<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<T, String> {
+    let (status, body) = admin_client::call(&config.admin, method, path, body)?;
+    if status != StatusCode::OK {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("admin API: {status}: {message}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("admin API answer: {e}"))
+}
+
+/// `2026-11-23T17:33:01Z`
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
