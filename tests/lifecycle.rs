@@ -2,6 +2,7 @@
 //! manual approval and CertPoll.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod support;
 
 use std::time::SystemTime;
@@ -692,4 +693,110 @@ fn manual_approval_reject_expiry_and_unknown_poll() {
         ),
         DecideResult::NotFound
     ));
+}
+
+/// The whole manual-approval loop against the binary and a real client: micromdm's
+/// scepclient 2.1.0 gets PENDING and retries its PKCSReq every 30 s (same transactionID,
+/// same CSR); `scepd requests list` shows the request and `scepd requests approve` (through
+/// the admin API while `serve` holds the store) releases the certificate.
+#[test]
+fn scepclient_waits_for_scepd_requests_approve() {
+    use common::{describe, free_loopback_addr, run_bounded, wait_for_http_ok, ChildGuard};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    let deadline = Duration::from_secs(60);
+    let scepd = || Command::new(env!("CARGO_BIN_EXE_scepd"));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let init = run_bounded(
+        scepd()
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--static-challenge",
+                CHALLENGE,
+            ])
+            .args(["--admin-listen", &free_loopback_addr().to_string()]),
+        deadline,
+    );
+    assert!(init.status.success(), "{}", describe(&init));
+    let config = dir.path().join("scepd.toml");
+    // scepclient 2.1.0 encrypts with single DES: allowed on this template's path only.
+    std::fs::write(
+        dir.path().join("templates/manual.toml"),
+        template(
+            "manual_approval = true\nlegacy_algorithms = true",
+            "validity_days = 30",
+            "",
+        ),
+    )
+    .unwrap();
+    let mut server = ChildGuard::spawn(
+        scepd().arg("serve").arg("--config").arg(&config),
+        &dir.path().join("serve.log"),
+    );
+    wait_for_http_ok(&mut server, addr, "/healthz", deadline);
+    let cli =
+        |args: &[&str]| run_bounded(scepd().args(args).arg("--config").arg(&config), deadline);
+
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let scepclient = common::ensure_debian_tool("scepclient", "scep");
+    let mut client = ChildGuard::spawn(
+        Command::new(scepclient).current_dir(&client_dir).args([
+            "-private-key",
+            "key.pem",
+            "-server-url",
+            &format!("http://{addr}/scep/manual"),
+            "-challenge",
+            CHALLENGE,
+            "-cn",
+            "manual-device",
+        ]),
+        &dir.path().join("scepclient.log"),
+    );
+
+    // The request shows up in the queue.
+    let started = Instant::now();
+    let txid = loop {
+        let list = cli(&["requests", "list"]);
+        assert!(list.status.success(), "{}", describe(&list));
+        let text = String::from_utf8(list.stdout).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("CN=manual-device")) {
+            assert!(line.contains(" waiting "), "{line}");
+            break line.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "no pending request: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Still waiting (PENDING is not an error for it).
+    client.assert_running();
+
+    let approve = cli(&["requests", "approve", &txid, "--by", "tester"]);
+    assert!(approve.status.success(), "{}", describe(&approve));
+    assert!(String::from_utf8_lossy(&approve.stdout).contains("approved"));
+
+    // scepclient retries after 30 s and gets its certificate.
+    let status = client
+        .wait_for_exit(Duration::from_secs(90))
+        .expect("scepclient finished");
+    assert!(
+        status.success(),
+        "{}\n{}",
+        client.log_text(),
+        server.log_text()
+    );
+    let issued = std::fs::read(client_dir.join("client.pem")).expect("client.pem written");
+    let issued = X509::from_pem(&issued).unwrap();
+    assert!(format!("{:?}", issued.subject_name()).contains("manual-device"));
+    let list = cli(&["certs", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("CN=manual-device"));
+    let requests = cli(&["requests", "list"]);
+    assert!(String::from_utf8_lossy(&requests.stdout).contains(" approved "));
 }
