@@ -46,6 +46,29 @@ pub struct RawConfig {
     /// The published CRL.
     #[serde(default)]
     pub crl: RawCrl,
+    /// The OCSP responder.
+    #[serde(default)]
+    pub ocsp: RawOcsp,
+}
+
+/// `[ocsp]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOcsp {
+    /// Who signs responses: `ca` (the CA key) or `delegated` (a responder certificate that
+    /// scepd issues from the CA and renews itself).
+    pub responder: String,
+    /// Validity of a delegated responder certificate, in days; renewed at half of it.
+    pub responder_validity_days: u32,
+}
+
+impl Default for RawOcsp {
+    fn default() -> Self {
+        Self {
+            responder: "ca".into(),
+            responder_validity_days: 7,
+        }
+    }
 }
 
 /// `[crl]`
@@ -309,6 +332,8 @@ pub struct Config {
     pub ca_name: String,
     /// `[crl] next_update_hours`.
     pub crl_next_update: Duration,
+    /// `[ocsp]`: `Some(validity_days)` when a delegated responder signs, `None` for the CA.
+    pub ocsp_delegated_days: Option<u32>,
 }
 
 /// What issued certificates point to when their template names no URLs of its own.
@@ -560,6 +585,22 @@ impl Config {
         if raw.crl.next_update_hours == 0 {
             errors.push("crl.next_update_hours: must be greater than 0".into());
         }
+        let ocsp_delegated_days = match raw.ocsp.responder.as_str() {
+            "ca" => None,
+            "delegated" if raw.ocsp.responder_validity_days > 0 => {
+                Some(raw.ocsp.responder_validity_days)
+            }
+            "delegated" => {
+                errors.push("ocsp.responder_validity_days: must be greater than 0".into());
+                None
+            }
+            other => {
+                errors.push(format!(
+                    "ocsp.responder: {other:?} is not one of ca, delegated"
+                ));
+                None
+            }
+        };
         let defaults = IssuanceDefaults::from_public_url(public_url.as_deref(), &ca_name);
         let templates_dir = resolve(&raw.templates.dir);
         let templates = load_templates(&templates_dir, &defaults, &mut errors);
@@ -585,6 +626,7 @@ impl Config {
             public_url,
             ca_name,
             crl_next_update: Duration::from_secs(raw.crl.next_update_hours.saturating_mul(3600)),
+            ocsp_delegated_days,
         })
     }
 }

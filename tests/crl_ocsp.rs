@@ -50,6 +50,11 @@ impl Server {
     /// `scepd init` (which writes `public_url = "http://<listen>"`), single DES allowed for
     /// scepclient, then `scepd serve`.
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`Server::start`] with `extra` appended to scepd.toml.
+    fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_loopback_addr();
         let output = run_bounded(
@@ -70,7 +75,7 @@ impl Server {
             toml.contains(&format!("public_url = \"http://{addr}\"")),
             "{toml}"
         );
-        let toml = toml.replace("legacy_algorithms = false", "legacy_algorithms = true");
+        let toml = toml.replace("legacy_algorithms = false", "legacy_algorithms = true") + extra;
         std::fs::write(&config, toml).unwrap();
         let mut process = ChildGuard::spawn(
             scepd().arg("serve").arg("--config").arg(&config),
@@ -347,6 +352,32 @@ fn ocsp_and_crl_follow_a_revocation_made_through_the_admin_api() {
     assert_eq!(http_get(addr, "/crl/other.crl").0, 404);
     assert_eq!(http_request(addr, "POST", "/crl/ca.crl", b"").0, 405);
     assert_eq!(http_request(addr, "PUT", "/ocsp", b"").0, 405);
+}
+
+#[test]
+fn a_delegated_responder_certificate_signs_when_configured() {
+    let server =
+        Server::start_with("\n[ocsp]\nresponder = \"delegated\"\nresponder_validity_days = 2\n");
+    let (serial, cert) = server.enroll("delegated-device");
+    let cert = cert.to_str().unwrap();
+    // openssl accepts a responder certificate issued by the CA with id-kp-OCSPSigning.
+    let good = server.ocsp_post(&["-cert", cert, "-resp_text"]);
+    assert!(good.contains(&format!("{cert}: good")), "{good}");
+    assert!(good.contains("Subject: CN=scepd OCSP responder"), "{good}");
+    assert!(good.contains("OCSP Signing"), "{good}");
+    assert!(good.contains("OCSP No Check"), "{good}");
+    let revoke = server.cli(&[
+        "certs",
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "superseded",
+    ]);
+    assert!(revoke.status.success(), "{}", describe(&revoke));
+    let revoked = server.ocsp_post(&["-cert", cert]);
+    assert!(revoked.contains(&format!("{cert}: revoked")), "{revoked}");
+    assert!(revoked.contains("Reason: superseded"), "{revoked}");
 }
 
 #[test]

@@ -166,6 +166,31 @@ pub fn issue_ra_certificate(
     )
 }
 
+/// Issues a delegated OCSP responder certificate (DER) under `ca` for `key` (RFC 6960
+/// §4.2.2.2): keyUsage digitalSignature, extKeyUsage id-kp-OCSPSigning, and id-pkix-ocsp-nocheck
+/// (§4.2.2.2.1: clients need not check the responder certificate's own status, so keep its
+/// validity short and renew it).
+pub fn issue_ocsp_responder_certificate(
+    ca: &SoftwareCa,
+    key: &PKeyRef<impl HasPublic>,
+    subject: &str,
+    validity_days: u32,
+) -> Result<Vec<u8>, CaError> {
+    end_entity(
+        ca,
+        key,
+        non_empty_name(subject)?,
+        KeyUsage(KeyUsages::DigitalSignature.into()),
+        &[const_oid::db::rfc5280::ID_KP_OCSP_SIGNING],
+        vec![extensions::extension(
+            const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK,
+            false,
+            &der::asn1::Null,
+        )?],
+        validity_days,
+    )
+}
+
 /// Issues a TLS server certificate (DER) under `ca` for `key`: subject CN=`host`,
 /// subjectAltName dNSName `host` (iPAddress if `host` is an IP address), extKeyUsage
 /// serverAuth, keyUsage digitalSignature (+ keyEncipherment for RSA keys, which RSA key

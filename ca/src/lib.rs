@@ -27,8 +27,8 @@ mod time;
 use std::time::SystemTime;
 
 pub use certgen::{
-    generate_key, issue_ra_certificate, issue_tls_server_certificate, self_signed_ca, KeySpec,
-    RaPurpose,
+    generate_key, issue_ocsp_responder_certificate, issue_ra_certificate,
+    issue_tls_server_certificate, self_signed_ca, KeySpec, RaPurpose,
 };
 pub use csr::verify_csr_signature;
 pub use dn::{format_dn, parse_dn};

@@ -137,7 +137,8 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         )]
     })?;
     let templates = std::mem::take(&mut config.templates);
-    let ca: Arc<dyn scepd_ca::CaBackend> = Arc::new(ca);
+    let software_ca = Arc::new(ca);
+    let ca: Arc<dyn scepd_ca::CaBackend> = Arc::clone(&software_ca) as _;
     let crl = Arc::new(CrlPublisher::new(
         Arc::clone(&ca),
         Arc::clone(&store),
@@ -145,12 +146,17 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     ));
     crl.regenerate(std::time::SystemTime::now())
         .map_err(|e| vec![format!("CRL: {e}")])?;
-    let ocsp = OcspResponder::new(
+    let mut ocsp = OcspResponder::new(
         Arc::clone(&ca),
         Arc::clone(&store),
         crate::ocsp::responder::DEFAULT_VALIDITY,
     )
     .map_err(|e| vec![format!("OCSP: {e}")])?;
+    if let Some(days) = config.ocsp_delegated_days {
+        ocsp = ocsp
+            .with_delegated_responder(software_ca, days)
+            .map_err(|e| vec![format!("OCSP: {e}")])?;
+    }
     let revocation = RevocationServices {
         ca_name: config.ca_name.clone(),
         crl: Arc::clone(&crl),

@@ -123,12 +123,18 @@ impl IssuerIdentity {
     }
 }
 
-/// What the responder reads when it answers: the issuer it speaks for, how long its answers
-/// hold, and the time.
+/// What the responder reads when it answers: the issuer it speaks for, who signs, how long its
+/// answers hold, and the time.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// The CA.
     pub issuer: &'a IssuerIdentity,
+    /// The signer's KeyHash for `ResponderID byKey`: the CA's ([`IssuerIdentity::key_hash`])
+    /// or a delegated responder's.
+    pub responder_key_hash: &'a [u8],
+    /// Certificates sent with the response: the delegated responder's certificate, or none
+    /// when the CA signs.
+    pub responder_certs: &'a [Certificate],
     /// producedAt and thisUpdate.
     pub now: SystemTime,
     /// nextUpdate is `now` plus this.
@@ -292,7 +298,7 @@ fn signed_response(
     context: &Context<'_>,
     sign: impl FnOnce(&[u8]) -> Result<CaSignature, String>,
 ) -> Result<Vec<u8>, String> {
-    let key_hash = OctetString::new(context.issuer.key_hash()).map_err(|e| e.to_string())?;
+    let key_hash = OctetString::new(context.responder_key_hash).map_err(|e| e.to_string())?;
     let tbs_response_data = ResponseData {
         version: Version::V1,
         responder_id: ResponderId::ByKey(key_hash),
@@ -306,7 +312,7 @@ fn signed_response(
         tbs_response_data,
         signature_algorithm: signature.algorithm,
         signature: BitString::from_bytes(&signature.value).map_err(|e| e.to_string())?,
-        certs: None,
+        certs: (!context.responder_certs.is_empty()).then(|| context.responder_certs.to_vec()),
     };
     OcspResponse::successful(basic)
         .and_then(|r| r.to_der())

@@ -111,6 +111,8 @@ fn lookup(serial: &[u8]) -> Result<Status, LookupFailed> {
 fn answer(ca: &Ca, request_der: &[u8]) -> Vec<u8> {
     let context = Context {
         issuer: &ca.identity,
+        responder_key_hash: ca.identity.key_hash(),
+        responder_certs: &[],
         now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         validity: Duration::from_secs(3600),
     };
@@ -296,6 +298,8 @@ fn store_and_signer_failures_are_try_later_and_internal_error() {
     let request = request(vec![cert_id(&ca.der, false, GOOD)], None);
     let context = Context {
         issuer: &ca.identity,
+        responder_key_hash: ca.identity.key_hash(),
+        responder_certs: &[],
         now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         validity: Duration::from_secs(60),
     };
