@@ -199,3 +199,131 @@ pub(crate) fn decode(transaction_id: &str, bytes: &[u8]) -> Result<PendingReques
 pub(crate) fn normalised(request: &PendingRequest) -> Result<PendingRequest, StoreError> {
     decode(&request.transaction_id, &encode(request)?)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::store::{MemoryStore, SledStore, Store, TxBegin, TxKey};
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    const T0: u64 = 1_700_000_000;
+
+    fn parked(id: &str, received: u64) -> PendingRequest {
+        PendingRequest {
+            transaction_id: id.into(),
+            template: "manual".into(),
+            csr_der: vec![0x30, 0x00],
+            csr_digest: [7; 32],
+            subject: "CN=device".into(),
+            received_at: at(received),
+            expires_at: at(received + 3600),
+            decision: PendingDecision::Waiting,
+        }
+    }
+
+    fn key(id: &str) -> TxKey {
+        TxKey {
+            transaction_id: id.into(),
+            message_type: 19,
+            csr_digest: [7; 32],
+        }
+    }
+
+    fn park_decide_and_expire(store: &dyn Store) {
+        // Only an in-progress transaction can be parked.
+        assert!(store
+            .record_pending(&key("tx-a"), &parked("tx-a", T0))
+            .is_err());
+        for (id, t) in [("tx-b", T0 + 1), ("tx-a", T0)] {
+            assert_eq!(
+                store.begin_transaction(&key(id), at(t)).unwrap(),
+                TxBegin::Fresh
+            );
+            store.record_pending(&key(id), &parked(id, t)).unwrap();
+        }
+        // The marker is released: the transaction can begin again (at poll time).
+        assert_eq!(
+            store.begin_transaction(&key("tx-a"), at(T0 + 2)).unwrap(),
+            TxBegin::Fresh
+        );
+        let ids: Vec<_> = store
+            .pending_requests()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.transaction_id)
+            .collect();
+        assert_eq!(ids, vec!["tx-a", "tx-b"]);
+        assert_eq!(
+            store.pending_request("tx-a").unwrap(),
+            Some(parked("tx-a", T0))
+        );
+        assert_eq!(store.pending_request("nope").unwrap(), None);
+
+        let decided = store
+            .decide_pending("tx-a", Verdict::Approve, "alice", at(T0 + 10))
+            .unwrap();
+        let DecideOutcome::Decided(request) = decided else {
+            panic!("{decided:?}")
+        };
+        assert_eq!(
+            request.decision,
+            PendingDecision::Approved {
+                by: "alice".into(),
+                at: at(T0 + 10)
+            }
+        );
+        assert_eq!(
+            store.pending_request("tx-a").unwrap(),
+            Some(request.clone())
+        );
+        assert_eq!(
+            store
+                .decide_pending("tx-a", Verdict::Reject, "bob", at(T0 + 11))
+                .unwrap(),
+            DecideOutcome::AlreadyDecided(request)
+        );
+        assert!(matches!(
+            store
+                .decide_pending("tx-b", Verdict::Approve, "alice", at(T0 + 7200))
+                .unwrap(),
+            DecideOutcome::Expired(_)
+        ));
+        assert_eq!(
+            store
+                .decide_pending("nope", Verdict::Approve, "alice", at(T0))
+                .unwrap(),
+            DecideOutcome::NotFound
+        );
+        let b = store.pending_request("tx-b").unwrap().unwrap();
+        assert_eq!(b.state_name(at(T0 + 7200)), "expired");
+        assert_eq!(b.state_name(at(T0 + 5)), "waiting");
+    }
+
+    #[test]
+    fn memory_store_parks_and_decides() {
+        park_decide_and_expire(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sled_store_parks_and_decides_and_keeps_it_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            park_decide_and_expire(&store);
+        }
+        let store = SledStore::open_waiting(dir.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(store.pending_requests().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_pending_record_is_an_error() {
+        assert!(decode("tx", b"{").is_err());
+        assert!(decode("tx", br#"{"template":"t","csr_der":"zz","csr_digest":"00","subject":"","received_at":0,"expires_at":0,"decision":"waiting"}"#).is_err());
+    }
+}
