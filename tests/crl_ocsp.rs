@@ -399,3 +399,44 @@ fn the_crl_number_keeps_growing_across_restarts() {
     let second = crl_number(&server.crl_text());
     assert!(second > first, "{first} then {second}");
 }
+
+#[test]
+fn bad_crl_and_ocsp_settings_are_listed_together_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_bounded(
+        scepd().args(["init", "--dir"]).arg(dir.path()).args([
+            "--listen",
+            &free_loopback_addr().to_string(),
+            "--admin-listen",
+            &free_loopback_addr().to_string(),
+        ]),
+        DEADLINE,
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let config = dir.path().join("scepd.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let public_url = toml
+        .lines()
+        .find(|l| l.starts_with("public_url = "))
+        .unwrap()
+        .to_owned();
+    let toml = toml
+        .replace(&public_url, "public_url = \"ftp://example.com\"")
+        .replace("[ca]\n", "[ca]\nname = \"my ca\"\n")
+        + "\n[crl]\nnext_update_hours = 0\n\n[ocsp]\nresponder = \"someone\"\n";
+    std::fs::write(&config, toml).unwrap();
+    let check = run_bounded(
+        scepd().arg("check-config").arg("--config").arg(&config),
+        DEADLINE,
+    );
+    assert_eq!(check.status.code(), Some(64), "{}", describe(&check));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    for key in [
+        "server.public_url",
+        "ca.name",
+        "crl.next_update_hours",
+        "ocsp.responder",
+    ] {
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
