@@ -800,3 +800,32 @@ fn scepclient_waits_for_scepd_requests_approve() {
     let requests = cli(&["requests", "list"]);
     assert!(String::from_utf8_lossy(&requests.stdout).contains(" approved "));
 }
+
+/// With no server running, `scepd requests` opens the store itself.
+#[test]
+fn scepd_requests_works_on_the_store_when_no_server_runs() {
+    use common::{describe, run_bounded};
+    use std::process::Command;
+    let deadline = std::time::Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let config = init_dir(dir.path(), &Setup::default());
+    let scepd = |args: &[&str]| {
+        run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_scepd"))
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+            deadline,
+        )
+    };
+    let list = scepd(&["requests", "list"]);
+    assert!(list.status.success(), "{}", describe(&list));
+    assert!(list.stdout.is_empty(), "{}", describe(&list));
+    let approve = scepd(&["requests", "approve", "tx-nobody", "--by", "tester"]);
+    assert!(!approve.status.success());
+    assert!(
+        String::from_utf8_lossy(&approve.stderr).contains("no pending request"),
+        "{}",
+        describe(&approve)
+    );
+}
