@@ -325,6 +325,94 @@ fn status_only(response: OcspResponse) -> Vec<u8> {
         .unwrap_or_else(|_| MALFORMED_REQUEST_DER.to_vec())
 }
 
+/// Entry point for the cargo-fuzz target `ocsp_request` (design rule 5). Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::OnceLock;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use openssl::pkey::{PKey, Private};
+
+    use super::*;
+
+    fn ca() -> Option<&'static (IssuerIdentity, PKey<Private>)> {
+        static CA: OnceLock<Option<(IssuerIdentity, PKey<Private>)>> = OnceLock::new();
+        CA.get_or_init(|| {
+            let key = scepd_ca::generate_key(scepd_ca::KeySpec::P256).ok()?;
+            let der = scepd_ca::self_signed_ca(&key, "CN=fuzz CA", 30).ok()?;
+            Some((IssuerIdentity::from_ca_certificate(&der).ok()?, key))
+        })
+        .as_ref()
+    }
+
+    fn identity_named_by(id: &CertId) -> Option<IssuerIdentity> {
+        let name = id.issuer_name_hash.as_bytes();
+        let key = id.issuer_key_hash.as_bytes();
+        let mut identity = IssuerIdentity {
+            sha1_name: [0; 20],
+            sha1_key: [0; 20],
+            sha256_name: [0; 32],
+            sha256_key: [0; 32],
+        };
+        if id.hash_algorithm.oid == ID_SHA_1 {
+            identity.sha1_name = name.try_into().ok()?;
+            identity.sha1_key = key.try_into().ok()?;
+        } else {
+            identity.sha256_name = name.try_into().ok()?;
+            identity.sha256_key = key.try_into().ok()?;
+        }
+        Some(identity)
+    }
+
+    /// Answers arbitrary bytes as an OCSPRequest (statuses chosen by the serial's first
+    /// octet); must never panic and must always produce a decodable OCSPResponse.
+    pub fn respond_to(data: &[u8]) {
+        let Some((ca_identity, key)) = ca() else {
+            return;
+        };
+        // Speak for the issuer the first CertID names, so that seeds made against any CA
+        // reach the lookup and signing paths.
+        let issuer = parse_request(data)
+            .ok()
+            .and_then(|parsed| parsed.cert_ids.first().and_then(identity_named_by))
+            .unwrap_or_else(|| ca_identity.clone());
+        let issuer = &issuer;
+        let context = Context {
+            issuer,
+            responder_key_hash: issuer.key_hash(),
+            responder_certs: &[],
+            now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            validity: Duration::from_secs(3600),
+        };
+        let lookup = |serial: &[u8]| match serial.first().map(|b| b % 4) {
+            Some(0) => Ok(Status::Good),
+            Some(1) => Ok(Status::Revoked {
+                at: UNIX_EPOCH,
+                reason: RevocationReason::from_code(serial.len() as u8),
+            }),
+            Some(2) => Err(LookupFailed("fuzz".into())),
+            _ => Ok(Status::Unknown),
+        };
+        let response = respond(data, &context, lookup, |tbs| {
+            let mut signer =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
+                    .map_err(|e| e.to_string())?;
+            signer.update(tbs).map_err(|e| e.to_string())?;
+            Ok(CaSignature {
+                algorithm: spki::AlgorithmIdentifierOwned {
+                    oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+                    parameters: None,
+                },
+                value: signer.sign_to_vec().map_err(|e| e.to_string())?,
+            })
+        });
+        assert!(
+            OcspResponse::from_der(&response).is_ok(),
+            "undecodable reply"
+        );
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

@@ -315,3 +315,18 @@ fn store_and_signer_failures_are_try_later_and_internal_error() {
     assert_eq!(status_name(&der), "internalError");
     assert_eq!(status_name(b"junk"), "undecodable");
 }
+
+#[test]
+fn the_fuzz_shim_answers_the_seeds_and_their_mutations() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ocsp_request");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let seed = std::fs::read(entry.unwrap().path()).unwrap();
+        fuzzing::respond_to(&seed);
+        for at in 0..seed.len() {
+            let mut mutated = seed.clone();
+            mutated[at] = mutated[at].wrapping_add(1);
+            fuzzing::respond_to(&mutated);
+            fuzzing::respond_to(&seed[..at]);
+        }
+    }
+}
