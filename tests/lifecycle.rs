@@ -147,6 +147,15 @@ fn get_crl_returns_a_signed_crl_listing_revocations() {
         .store()
         .revoke(&serial, "keyCompromise", "test", SystemTime::now())
         .unwrap();
+    // GetCRL answers with the published CRL, which the admin API re-signs after each
+    // revocation; this test revoked in the store directly, so it re-signs as the hook would.
+    instance
+        .app
+        .enroller()
+        .crl_publisher()
+        .expect("serve publishes a CRL")
+        .regenerate(SystemTime::now())
+        .unwrap();
     let (_, view) = query(
         &instance,
         MessageType::GetCrl,
@@ -465,6 +474,23 @@ fn renewal_window_supersede_and_signed_pkcsreq_as_renewal() {
     }
     let revocations = store.revocations().unwrap();
     assert!(revocations.iter().any(|(s, _, _)| s == &serial_of(&old)));
+    // The CRL served over HTTP lists it at once, not at the next scheduled signing.
+    let crl = instance.get("/crl/ca.crl", "");
+    assert_eq!(crl.status(), http::StatusCode::OK);
+    let listed = X509Crl::from_der(crl.body()).unwrap();
+    let listed: Vec<Vec<u8>> = listed
+        .get_revoked()
+        .map(|stack| {
+            stack
+                .iter()
+                .map(|r| r.serial_number().to_bn().unwrap().to_vec())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        listed.contains(&serial_of(&old)),
+        "superseded certificate missing from the CRL"
+    );
 
     // On the default template (no such rule) a PKCSReq signed by an issued certificate
     // still needs the challenge.

@@ -169,7 +169,8 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         templates,
         legacy_everywhere: config.legacy_algorithms,
         max_message_bytes: config.limits.max_body_bytes,
-    });
+    })
+    .with_crl_publisher(Arc::clone(&crl));
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
         // Twice the cores: an enrollment also waits on the disk (the store's fsync), and the

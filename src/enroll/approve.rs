@@ -382,6 +382,12 @@ fn supersede(enroller: &Enroller, serial: &[u8], now: SystemTime) {
             if let Err(e) = enroller.ca.revoke(serial, reason, now) {
                 tracing::error!(serial = %serial_hex, error = %e, "CA refused the revocation of a superseded certificate");
             }
+            // Relying parties that read the CRL see it now, not at the next scheduled signing.
+            if let Some(crl) = &enroller.crl {
+                if let Err(e) = crl.regenerate(now) {
+                    tracing::error!(serial = %serial_hex, error = %e, "CRL not re-signed after superseding a certificate");
+                }
+            }
         }
         Err(e) => {
             tracing::error!(serial = %serial_hex, error = %e, "could not revoke a superseded certificate");

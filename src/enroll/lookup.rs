@@ -12,6 +12,7 @@ use scepd_ca::{RevocationReason, RevokedEntry};
 use x509_cert::Certificate;
 
 use super::{Enroller, Refusal};
+use crate::crl::CrlPublisher;
 use crate::scep::decode::Opened;
 use crate::scep::message_data;
 use crate::store::CertRecord;
@@ -31,10 +32,25 @@ pub fn get_cert(enroller: &Enroller, opened: &Opened) -> Result<CertRecord, Refu
 /// increasing number).
 pub fn get_crl(enroller: &Enroller, opened: &Opened, now: SystemTime) -> Result<Vec<u8>, Refusal> {
     named_certificate(enroller, opened)?;
-    current_crl(enroller, now)
+    match &enroller.crl {
+        Some(publisher) => published_crl(publisher, now),
+        None => current_crl(enroller, now),
+    }
 }
 
-/// A CRL of the store's revocations, thisUpdate `now`, nextUpdate `now` + [`CRL_VALIDITY`].
+/// The CRL the server publishes over HTTP (signed now if none was yet).
+fn published_crl(publisher: &CrlPublisher, now: SystemTime) -> Result<Vec<u8>, Refusal> {
+    if let Some(current) = publisher.current() {
+        return Ok(current.der.to_vec());
+    }
+    publisher
+        .regenerate(now)
+        .map(|published| published.der.to_vec())
+        .map_err(|e| Refusal::internal(format!("CRL: {e}")))
+}
+
+/// Without a publisher (an [`Enroller`] built without one, as in tests): a CRL of the store's
+/// revocations, thisUpdate `now`, nextUpdate `now` + [`CRL_VALIDITY`].
 pub fn current_crl(enroller: &Enroller, now: SystemTime) -> Result<Vec<u8>, Refusal> {
     let revoked = enroller
         .store

@@ -15,6 +15,7 @@ use scepd_ca::CaBackend;
 use scepd_policy::PolicyModule;
 
 use crate::config::Template;
+use crate::crl::CrlPublisher;
 use crate::keys::RaIdentity;
 use crate::scep::decode::{self, Limits, Opened, Rejected, ReplyTo};
 use crate::scep::envelope::RecipientKey;
@@ -144,6 +145,9 @@ pub struct Enroller {
     policies: BTreeMap<String, Arc<dyn PolicyModule>>,
     legacy_everywhere: bool,
     limits: Limits,
+    /// The published CRL, when the server publishes one: GetCRL answers with it, and a
+    /// renewal that supersedes a certificate re-signs it.
+    crl: Option<Arc<CrlPublisher>>,
 }
 
 /// The pieces an [`Enroller`] is built from.
@@ -180,7 +184,20 @@ impl Enroller {
             limits: Limits {
                 max_message_bytes: parts.max_message_bytes,
             },
+            crl: None,
         }
+    }
+
+    /// Hands over the CRL publisher, so that GetCRL and the CRL served over HTTP are one CRL
+    /// with one cRLNumber sequence, and superseding renewals reach it at once.
+    pub fn with_crl_publisher(mut self, crl: Arc<CrlPublisher>) -> Self {
+        self.crl = Some(crl);
+        self
+    }
+
+    /// The CRL publisher, if the server publishes a CRL.
+    pub fn crl_publisher(&self) -> Option<&Arc<CrlPublisher>> {
+        self.crl.as_ref()
     }
 
     /// The RA identity (for GetCACert).
