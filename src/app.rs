@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
@@ -12,6 +13,7 @@ use crate::config::Template;
 use crate::crl::CrlPublisher;
 use crate::enroll::{Enroller, PkiReply, Summary};
 use crate::http::request::{self, Endpoint, Operation};
+use crate::keys::RaIdentity;
 use crate::ocsp::responder::OcspResponder;
 use crate::scep::reply::certs_only;
 
@@ -40,7 +42,8 @@ pub struct App {
     enroller: Arc<Enroller>,
     default_template: String,
     caps: Bytes,
-    ca_cert_body: Bytes,
+    /// Rebuilt by an RA renewal; read without a lock on every GetCACert.
+    ca_cert_body: ArcSwap<Bytes>,
     ca_cert_type: &'static str,
     admission: Semaphore,
     crypto: Semaphore,
@@ -73,7 +76,7 @@ impl App {
         let (ca_cert_body, ca_cert_type) = ca_cert_response(&enroller)?;
         Ok(Self {
             caps: Bytes::from(capabilities(&enroller)),
-            ca_cert_body,
+            ca_cert_body: ArcSwap::from_pointee(ca_cert_body),
             ca_cert_type,
             default_template: default_template.to_ascii_lowercase(),
             enroller: Arc::new(enroller),
@@ -90,6 +93,16 @@ impl App {
             ..services
         });
         self
+    }
+
+    /// Puts a renewed RA identity into service: the enroller decrypts and signs with it, and
+    /// GetCACert publishes its certificates. The GetCACert body is built before anything is
+    /// swapped, so a failure leaves the server as it was.
+    pub fn replace_ra(&self, ra: RaIdentity) -> Result<(), AppError> {
+        let (body, _) = ca_cert_body(self.enroller.ca().chain(), &ra)?;
+        self.enroller.replace_ra(ra);
+        self.ca_cert_body.store(Arc::new(body));
+        Ok(())
     }
 
     /// The enrollment engine (the admin API reads its store).
@@ -129,7 +142,11 @@ impl App {
                 (typed(StatusCode::OK, "text/plain", self.caps.clone()), None)
             }
             (&Method::GET | &Method::HEAD, Operation::GetCaCert) => (
-                typed(StatusCode::OK, self.ca_cert_type, self.ca_cert_body.clone()),
+                typed(
+                    StatusCode::OK,
+                    self.ca_cert_type,
+                    Bytes::clone(&self.ca_cert_body.load()),
+                ),
                 None,
             ),
             // Not advertised: no next CA exists until rollover is implemented.
@@ -394,9 +411,12 @@ fn capabilities(_enroller: &Enroller) -> String {
 
 /// GetCACert: with RA certificates, as NDES, a certs-only PKCS#7 of the CA chain plus the RA
 /// signing and encryption certificates; without, the CA certificate alone.
+/// Only the current encryption certificate is published: grace decrypters are not.
 fn ca_cert_response(enroller: &Enroller) -> Result<(Bytes, &'static str), AppError> {
-    let chain = enroller.ca().chain();
-    let ra = enroller.ra();
+    ca_cert_body(enroller.ca().chain(), &enroller.ra())
+}
+
+fn ca_cert_body(chain: &[Vec<u8>], ra: &RaIdentity) -> Result<(Bytes, &'static str), AppError> {
     if !ra.has_ra_certificates {
         let ca = chain
             .first()
@@ -405,7 +425,7 @@ fn ca_cert_response(enroller: &Enroller) -> Result<(Bytes, &'static str), AppErr
     }
     let mut certs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
     certs.push(&ra.signer.cert_der);
-    certs.extend(ra.decrypters.iter().map(|d| d.cert_der.as_slice()));
+    certs.extend(ra.current_decrypter().map(|d| d.cert_der.as_slice()));
     let body = certs_only(&certs).map_err(|e| AppError(format!("GetCACert: {e}")))?;
     Ok((Bytes::from(body), media::CA_RA_CERT))
 }

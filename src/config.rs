@@ -189,6 +189,13 @@ pub struct RawRa {
     pub encrypt_cert: PathBuf,
     /// Its key.
     pub encrypt_key: PathBuf,
+    /// Renew an RA certificate this many days before it expires (default 30).
+    #[serde(default = "default_ra_renew_before_days")]
+    pub renew_before_days: u32,
+}
+
+fn default_ra_renew_before_days() -> u32 {
+    30
 }
 
 /// `[store]`
@@ -430,6 +437,8 @@ pub struct RaConfig {
     pub encrypt_cert: PathBuf,
     /// Encryption key.
     pub encrypt_key: PathBuf,
+    /// The renewal window: an RA certificate expiring within it is renewed.
+    pub renew_before: std::time::Duration,
 }
 
 /// A validated template.
@@ -573,6 +582,7 @@ impl Config {
             sign_key: resolve(&r.sign_key),
             encrypt_cert: resolve(&r.encrypt_cert),
             encrypt_key: resolve(&r.encrypt_key),
+            renew_before: std::time::Duration::from_secs(u64::from(r.renew_before_days) * 86_400),
         });
         check_files_exist(&ca, ra.as_ref(), tls.as_ref(), &mut errors);
         let public_url = validate_public_url(raw.server.public_url.as_deref(), &mut errors);

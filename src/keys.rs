@@ -9,6 +9,7 @@ use openssl::x509::X509;
 use crate::config::{Config, Passphrase};
 
 /// A certificate with its private key.
+#[derive(Clone)]
 pub struct KeyPair {
     /// DER certificate.
     pub cert_der: Vec<u8>,
@@ -20,7 +21,9 @@ pub struct KeyPair {
 pub struct RaIdentity {
     /// Signs CertReps: the RA signing certificate, or the CA.
     pub signer: KeyPair,
-    /// Requests are encrypted to these: the RA encryption certificate, or the CA.
+    /// Requests are encrypted to these: the RA encryption certificate, or the CA. The first
+    /// is the current one (published by GetCACert); any others are kept for a grace period
+    /// after a renewal, for clients that fetched GetCACert before it.
     pub decrypters: Vec<KeyPair>,
     /// Whether separate RA certificates are configured (GetCACert then answers ca-ra-cert).
     pub has_ra_certificates: bool,
@@ -153,6 +156,26 @@ impl RaIdentity {
                 })
             }
         }
+    }
+}
+
+impl RaIdentity {
+    /// The identity after an RA renewal: the new signer and encryption pair, with the
+    /// current encryption pair kept as a second decrypter (the grace period lasts until the
+    /// next renewal or restart). Older grace decrypters are dropped.
+    pub fn renewed(&self, signer: KeyPair, decrypter: KeyPair) -> Self {
+        let mut decrypters = vec![decrypter];
+        decrypters.extend(self.decrypters.first().cloned());
+        Self {
+            signer,
+            decrypters,
+            has_ra_certificates: self.has_ra_certificates,
+        }
+    }
+
+    /// The current encryption pair (the one GetCACert publishes).
+    pub fn current_decrypter(&self) -> Option<&KeyPair> {
+        self.decrypters.first()
     }
 }
 

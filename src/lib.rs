@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod http;
 pub mod keys;
 pub mod ocsp;
+pub mod ra_renewal;
 pub mod scep;
 pub mod store;
 

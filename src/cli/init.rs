@@ -123,8 +123,14 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         ("ra-encrypt", RaPurpose::Encryption, "scepd RA encryption"),
     ] {
         let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
-        let der = certgen::issue_ra_certificate(&ca, &key, &format!("CN={cn}"), purpose, 730)
-            .map_err(|e| e.to_string())?;
+        let der = certgen::issue_ra_certificate(
+            &ca,
+            &key,
+            &format!("CN={cn}"),
+            purpose,
+            crate::ra_renewal::RA_VALIDITY_DAYS,
+        )
+        .map_err(|e| e.to_string())?;
         write_pair(dir, name, &der, &key)?;
     }
     if let Some(host) = &args.tls_name {

@@ -15,6 +15,7 @@ use crate::http::admin::AdminApi;
 use crate::http::server;
 use crate::keys::{self, RaIdentity};
 use crate::ocsp::responder::OcspResponder;
+use crate::ra_renewal;
 use crate::store::{SledStore, Store};
 
 /// How long `serve` waits for the store's lock (a server that is just exiting holds it).
@@ -39,6 +40,8 @@ pub struct Loaded {
     pub admin: Arc<AdminApi>,
     /// The CRL publisher (re-signed on a schedule while serving).
     pub crl: Arc<CrlPublisher>,
+    /// The software CA, which issues renewed RA certificates.
+    pub software_ca: Arc<scepd_ca::SoftwareCa>,
 }
 
 /// Runs `scepd serve`.
@@ -154,7 +157,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     .map_err(|e| vec![format!("OCSP: {e}")])?;
     if let Some(days) = config.ocsp_delegated_days {
         ocsp = ocsp
-            .with_delegated_responder(software_ca, days)
+            .with_delegated_responder(Arc::clone(&software_ca), days)
             .map_err(|e| vec![format!("OCSP: {e}")])?;
     }
     let revocation = RevocationServices {
@@ -195,6 +198,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         app: Arc::new(app),
         admin: Arc::new(admin),
         crl,
+        software_ca,
     })
 }
 
@@ -204,10 +208,19 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         app,
         admin,
         crl,
+        software_ca,
     } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(crl_schedule(crl, stop_rx.clone())));
+    if let Some(ra) = config.ra.clone() {
+        let renewal = RaRenewal {
+            app: Arc::clone(&app),
+            ca: software_ca,
+            config: ra,
+        };
+        tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
+    }
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");
@@ -269,6 +282,40 @@ async fn crl_schedule(crl: Arc<CrlPublisher>, mut stop: watch::Receiver<bool>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "scheduled CRL not signed; retrying later"),
             Err(e) => tracing::error!(error = %e, "scheduled CRL task failed"),
+        }
+    }
+}
+
+/// What the RA renewal task needs.
+struct RaRenewal {
+    app: Arc<App>,
+    ca: Arc<scepd_ca::SoftwareCa>,
+    config: crate::config::RaConfig,
+}
+
+/// Checks the RA certificates at start-up and every [`ra_renewal::CHECK_INTERVAL`] until
+/// `stop` turns true; renews them when due. A failure keeps the current identity and is
+/// retried at the next check.
+async fn ra_renewal_schedule(renewal: RaRenewal, mut stop: watch::Receiver<bool>) {
+    let renewal = Arc::new(renewal);
+    loop {
+        let job = Arc::clone(&renewal);
+        let outcome = tokio::task::spawn_blocking(move || {
+            ra_renewal::renew_if_due(&job.app, &job.ca, &job.config, std::time::SystemTime::now())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(true)) => tracing::info!("RA certificates renewed and in service"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "RA renewal failed; retrying later"),
+            Err(e) => tracing::error!(error = %e, "RA renewal task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ra_renewal::CHECK_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }

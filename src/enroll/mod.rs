@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
+
 use scepd_ca::CaBackend;
 use scepd_policy::PolicyModule;
 
@@ -138,7 +140,8 @@ pub struct Summary {
 
 /// Everything the cycle needs, built once at start-up and shared read-only.
 pub struct Enroller {
-    ra: RaIdentity,
+    /// Swapped whole by an RA renewal; read without a lock on every request.
+    ra: ArcSwap<RaIdentity>,
     ca: Arc<dyn CaBackend>,
     store: Arc<dyn Store>,
     templates: BTreeMap<String, Template>,
@@ -175,7 +178,7 @@ impl Enroller {
             .map(|(name, t)| (name.clone(), approve::policy_for(&t.challenge)))
             .collect();
         Self {
-            ra: parts.ra,
+            ra: ArcSwap::from_pointee(parts.ra),
             ca: parts.ca,
             store: parts.store,
             templates: parts.templates,
@@ -200,9 +203,15 @@ impl Enroller {
         self.crl.as_ref()
     }
 
-    /// The RA identity (for GetCACert).
-    pub fn ra(&self) -> &RaIdentity {
-        &self.ra
+    /// The current RA identity (for GetCACert).
+    pub fn ra(&self) -> Arc<RaIdentity> {
+        self.ra.load_full()
+    }
+
+    /// Replaces the RA identity (after an RA renewal); requests already running finish
+    /// with the identity they loaded.
+    pub fn replace_ra(&self, ra: RaIdentity) {
+        self.ra.store(Arc::new(ra));
     }
 
     /// The CA backend (for GetCACert).
@@ -309,8 +318,8 @@ impl Enroller {
         let verified = received
             .verify()
             .map_err(|rejected| self.reject(&rejected, message_type, route, now))?;
-        let recipients: Vec<_> = self
-            .ra
+        let ra = self.ra.load();
+        let recipients: Vec<_> = ra
             .decrypters
             .iter()
             .map(|pair| RecipientKey {
@@ -344,13 +353,6 @@ impl Enroller {
         ))
     }
 
-    fn signer(&self) -> ReplySigner<'_> {
-        ReplySigner {
-            cert_der: &self.ra.signer.cert_der,
-            key: &self.ra.signer.key,
-        }
-    }
-
     fn succeed(
         &self,
         reply_to: &ReplyTo,
@@ -373,7 +375,13 @@ impl Enroller {
             ..Summary::default()
         };
         let outcome = Outcome::Success { certs: &certs };
-        match reply::encode_cert_rep_at(reply_to, &outcome, cipher, &self.signer(), now) {
+        match reply::encode_cert_rep_at(
+            reply_to,
+            &outcome,
+            cipher,
+            &signer_of(&self.ra.load()),
+            now,
+        ) {
             Ok(der) => PkiReply::CertRep { der, summary },
             // The requester's signer key cannot receive a key-transport envelope (not RSA).
             Err(e) => self.refuse(
@@ -418,7 +426,8 @@ impl Enroller {
         now: SystemTime,
     ) -> PkiReply {
         let message_type = summary.message_type;
-        match reply::encode_cert_rep_at(reply_to, outcome, cipher, &self.signer(), now) {
+        match reply::encode_cert_rep_at(reply_to, outcome, cipher, &signer_of(&self.ra.load()), now)
+        {
             Ok(der) => PkiReply::CertRep { der, summary },
             Err(e) => self.refuse(
                 reply_to,
@@ -456,9 +465,23 @@ impl Enroller {
             detail: refusal.detail,
             ..Summary::default()
         };
-        match reply::encode_cert_rep_at(reply_to, &outcome, cipher, &self.signer(), now) {
+        match reply::encode_cert_rep_at(
+            reply_to,
+            &outcome,
+            cipher,
+            &signer_of(&self.ra.load()),
+            now,
+        ) {
             Ok(der) => PkiReply::CertRep { der, summary },
             Err(e) => PkiReply::Unavailable(format!("cannot sign a FAILURE reply: {e}")),
         }
+    }
+}
+
+/// The CertRep signer of an RA identity.
+fn signer_of(ra: &RaIdentity) -> ReplySigner<'_> {
+    ReplySigner {
+        cert_der: &ra.signer.cert_der,
+        key: &ra.signer.key,
     }
 }
