@@ -21,6 +21,7 @@ use crate::scep::reply::certs_only;
 mod media {
     pub const CA_CERT: &str = "application/x-x509-ca-cert";
     pub const CA_RA_CERT: &str = "application/x-x509-ca-ra-cert";
+    pub const NEXT_CA_CERT: &str = "application/x-x509-next-ca-cert";
     pub const PKI_MESSAGE: &str = "application/x-pki-message";
     /// RFC 5280 §4.2.1.13 / RFC 2585 §4.2.
     pub const CRL: &str = "application/pkix-crl";
@@ -48,6 +49,8 @@ pub struct App {
     admission: Semaphore,
     crypto: Semaphore,
     revocation: Option<RevocationServices>,
+    /// GetNextCACert, while `scepd ca rollover` has prepared a next CA.
+    next_ca_body: Option<Bytes>,
 }
 
 /// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
@@ -75,7 +78,7 @@ impl App {
     ) -> Result<Self, AppError> {
         let (ca_cert_body, ca_cert_type) = ca_cert_response(&enroller)?;
         Ok(Self {
-            caps: Bytes::from(capabilities(&enroller)),
+            caps: Bytes::from(capabilities(false)),
             ca_cert_body: ArcSwap::from_pointee(ca_cert_body),
             ca_cert_type,
             default_template: default_template.to_ascii_lowercase(),
@@ -83,7 +86,15 @@ impl App {
             admission: Semaphore::new(limits.max_queued_operations.max(1)),
             crypto: Semaphore::new(limits.crypto_threads.max(1)),
             revocation: None,
+            next_ca_body: None,
         })
+    }
+
+    /// Serves GetNextCACert with `body` (see `rollover::next_ca_body`) and advertises it.
+    pub fn with_next_ca(mut self, body: Vec<u8>) -> Self {
+        self.next_ca_body = Some(Bytes::from(body));
+        self.caps = Bytes::from(capabilities(true));
+        self
     }
 
     /// Serves the CRL and OCSP endpoints.
@@ -149,11 +160,7 @@ impl App {
                 ),
                 None,
             ),
-            // Not advertised: no next CA exists until rollover is implemented.
-            (_, Operation::GetNextCaCert) => (
-                plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
-                None,
-            ),
+            (&Method::GET | &Method::HEAD, Operation::GetNextCaCert) => (self.next_ca_cert(), None),
             (&Method::GET, Operation::PkiOperation) => {
                 match get_message(query.message, &request)
                     .as_deref()
@@ -397,9 +404,12 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
 /// GetCACaps from what this configuration really does (RFC 8894 §3.5.2): AES (128/192/256),
 /// 3DES, the SHA digests with keywords, POST. `SCEPStandard` implies AES, POSTPKIOperation and
 /// SHA-256, which are also listed for clients that only read explicit keywords (Apple).
-/// No Renewal and no GetNextCACert: they are not implemented yet.
-fn capabilities(_enroller: &Enroller) -> String {
+/// `GetNextCACert` only while a next CA is prepared.
+fn capabilities(next_ca: bool) -> String {
     let mut caps = vec!["POSTPKIOperation", "AES", "DES3", "Renewal"];
+    if next_ca {
+        caps.push("GetNextCACert");
+    }
     caps.extend(
         crate::scep::DigestAlg::ALL
             .iter()
@@ -407,6 +417,16 @@ fn capabilities(_enroller: &Enroller) -> String {
     );
     caps.push("SCEPStandard");
     caps.join("\n") + "\n"
+}
+
+impl App {
+    /// GetNextCACert: 404 (and not advertised) until a next CA is prepared.
+    fn next_ca_cert(&self) -> Response<Bytes> {
+        match &self.next_ca_body {
+            Some(body) => typed(StatusCode::OK, media::NEXT_CA_CERT, body.clone()),
+            None => plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
+        }
+    }
 }
 
 /// GetCACert: with RA certificates, as NDES, a certs-only PKCS#7 of the CA chain plus the RA

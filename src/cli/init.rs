@@ -157,7 +157,7 @@ fn random_token() -> String {
     hex::encode(crate::scep::crypto::random_bytes(16))
 }
 
-fn pem_of(der: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn pem_of(der: &[u8]) -> Result<Vec<u8>, String> {
     openssl::x509::X509::from_der(der)
         .and_then(|c| c.to_pem())
         .map_err(|e| e.to_string())
@@ -184,12 +184,12 @@ fn append_pem(path: &Path, der: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn write_file(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Keys, tokens and challenges: created readable by the owner only.
-fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()
         .write(true)

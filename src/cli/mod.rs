@@ -2,6 +2,7 @@
 //! `--config FILE`, default `./scepd.toml`.
 
 mod admin_client;
+pub mod ca;
 pub mod certs;
 pub mod init;
 pub mod requests;
@@ -36,6 +37,8 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// List, approve and reject requests waiting for manual approval.
     Requests(requests::RequestsArgs),
+    /// CA rollover: prepare the next CA (served by GetNextCACert).
+    Ca(ca::CaArgs),
 }
 
 /// `--config FILE`
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::CheckConfig(args) => check_config(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Requests(args) => requests::run(&args),
+        Command::Ca(args) => ca::run(&args),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::http::server;
 use crate::keys::{self, RaIdentity};
 use crate::ocsp::responder::OcspResponder;
 use crate::ra_renewal;
+use crate::rollover;
 use crate::store::{SledStore, Store};
 
 /// How long `serve` waits for the store's lock (a server that is just exiting holds it).
@@ -182,9 +183,12 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
             .map(|n| n.get())
             .unwrap_or(2),
     };
-    let app = App::new(enroller, &config.default_template, limits)
+    let mut app = App::new(enroller, &config.default_template, limits)
         .map_err(|e| vec![e.to_string()])?
         .with_revocation_services(revocation);
+    if let Some(body) = next_ca_body(config_path, &software_ca)? {
+        app = app.with_next_ca(body);
+    }
     let on_revoked = Arc::clone(&crl);
     let admin = AdminApi::new(store, token.trim().as_bytes().to_vec()).with_revocation_hook(
         Arc::new(move || {
@@ -200,6 +204,20 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         crl,
         software_ca,
     })
+}
+
+/// The GetNextCACert body when `scepd ca rollover` has prepared a next CA.
+fn next_ca_body(
+    config_path: &Path,
+    ca: &scepd_ca::SoftwareCa,
+) -> Result<Option<Vec<u8>>, Vec<String>> {
+    let Some(next) = rollover::load_next(config_path).map_err(|e| vec![e.to_string()])? else {
+        return Ok(None);
+    };
+    let now = std::time::SystemTime::now();
+    rollover::next_ca_body(&next, ca.certificate_der(), ca.private_key(), now)
+        .map(Some)
+        .map_err(|e| vec![e.to_string()])
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
