@@ -112,7 +112,12 @@ pub fn read_passphrase(source: &Passphrase) -> Result<Option<Vec<u8>>, KeyError>
     }
 }
 
-fn load_pair(cert: &Path, key_path: &Path, passphrase: Option<&[u8]>) -> Result<KeyPair, KeyError> {
+/// Loads a certificate and its key, checking that they match.
+pub fn load_pair(
+    cert: &Path,
+    key_path: &Path,
+    passphrase: Option<&[u8]>,
+) -> Result<KeyPair, KeyError> {
     let cert_der = load_cert_der(cert)?;
     let key = load_key(key_path, passphrase)?;
     let x509 = X509::from_der(&cert_der).map_err(|e| parse_err(cert, e))?;

@@ -3,11 +3,16 @@
 //! and answers GetNextCACert (RFC 8894 §3.5.3, §4.7) with them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use scepd_ca::{
+    CaBackend, CaError, CaSignature, IssueRequest, Issued, RevocationReason, RevokedEntry,
+    SoftwareCa,
+};
 use serde::Deserialize;
 
-use crate::keys::{self, KeyError};
+use crate::keys::{self, KeyError, KeyPair};
 use crate::scep::attributes::AttributeWriter;
 use crate::scep::signed::{certs_only, sign_message, SignatureStyle, Signing};
 use crate::scep::DigestAlg;
@@ -41,6 +46,10 @@ pub struct NextCa {
     pub switch_at: SystemTime,
     /// The next CA certificate, then the next RA signing and encryption certificates (DER).
     pub certs: Vec<Vec<u8>>,
+    /// The next CA.
+    pub ca: Arc<SoftwareCa>,
+    /// The next RA signing and encryption pairs; without `[ra]`, the next CA pair for both.
+    pub ra: (KeyPair, KeyPair),
 }
 
 /// Why a rollover could not be read or answered.
@@ -57,13 +66,20 @@ pub enum RolloverError {
     /// A certificate or key named in it.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The next CA cannot be used.
+    #[error("next CA: {0}")]
+    Ca(#[from] CaError),
     /// The GetNextCACert body could not be built.
     #[error("GetNextCACert: {0}")]
     Encode(String),
 }
 
-/// Reads `rollover.toml` beside `config_path`; `Ok(None)` when there is none.
-pub fn load_next(config_path: &Path) -> Result<Option<NextCa>, RolloverError> {
+/// Reads `rollover.toml` beside `config_path`; `Ok(None)` when there is none. The next CA key
+/// is decrypted with `passphrase` (the current CA key's).
+pub fn load_next(
+    config_path: &Path,
+    passphrase: Option<&[u8]>,
+) -> Result<Option<NextCa>, RolloverError> {
     let dir = config_path.parent().unwrap_or(Path::new("."));
     let path = dir.join(FILE_NAME);
     if !path.exists() {
@@ -76,14 +92,32 @@ pub fn load_next(config_path: &Path) -> Result<Option<NextCa>, RolloverError> {
     let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
     let raw: RawRollover = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let switch_at = parse_rfc3339(&raw.switch_at).map_err(invalid)?;
-    let mut certs = vec![keys::load_cert_der(&dir.join(&raw.ca_cert))?];
-    for cert in [&raw.ra_sign_cert, &raw.ra_encrypt_cert]
-        .into_iter()
-        .flatten()
-    {
-        certs.push(keys::load_cert_der(&dir.join(cert))?);
+    let ca_pair = keys::load_pair(&dir.join(&raw.ca_cert), &dir.join(&raw.ca_key), passphrase)?;
+    let ca = SoftwareCa::from_parts(ca_pair.cert_der.clone(), ca_pair.key.clone(), Vec::new())?;
+    let ra = match (
+        &raw.ra_sign_cert,
+        &raw.ra_sign_key,
+        &raw.ra_encrypt_cert,
+        &raw.ra_encrypt_key,
+    ) {
+        (Some(sc), Some(sk), Some(ec), Some(ek)) => (
+            keys::load_pair(&dir.join(sc), &dir.join(sk), None)?,
+            keys::load_pair(&dir.join(ec), &dir.join(ek), None)?,
+        ),
+        (None, None, None, None) => (ca_pair.clone(), ca_pair.clone()),
+        _ => return Err(invalid("the ra_* entries go together".into())),
+    };
+    let mut certs = vec![ca_pair.cert_der.clone()];
+    if raw.ra_sign_cert.is_some() {
+        certs.push(ra.0.cert_der.clone());
+        certs.push(ra.1.cert_der.clone());
     }
-    Ok(Some(NextCa { switch_at, certs }))
+    Ok(Some(NextCa {
+        switch_at,
+        certs,
+        ca: Arc::new(ca),
+        ra,
+    }))
 }
 
 /// Parses an RFC 3339 time.
@@ -112,4 +146,71 @@ pub fn next_ca_body(
     };
     sign_message(Some(&inner), AttributeWriter::new(), &signing)
         .map_err(|e| RolloverError::Encode(e.to_string()))
+}
+
+/// The CA port during a rollover: the current CA until `switch_at`, the next one from then
+/// on, decided by the clock at each call. Enroller, CRL publisher and OCSP responder hold it
+/// as their `CaBackend`, so the running server issues with the next CA at `switch_at`.
+pub struct RollingCa {
+    current: Arc<SoftwareCa>,
+    next: Arc<SoftwareCa>,
+    switch_at: SystemTime,
+}
+
+impl RollingCa {
+    /// Rolls from `current` to `next` at `switch_at`.
+    pub fn new(current: Arc<SoftwareCa>, next: Arc<SoftwareCa>, switch_at: SystemTime) -> Self {
+        Self {
+            current,
+            next,
+            switch_at,
+        }
+    }
+
+    /// The CA in charge at `now`.
+    pub fn active_at(&self, now: SystemTime) -> &Arc<SoftwareCa> {
+        if now >= self.switch_at {
+            &self.next
+        } else {
+            &self.current
+        }
+    }
+
+    fn active(&self) -> &SoftwareCa {
+        self.active_at(SystemTime::now())
+    }
+}
+
+impl CaBackend for RollingCa {
+    fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, CaError> {
+        self.active().issue(request)
+    }
+
+    fn revoke(
+        &self,
+        serial: &[u8],
+        reason: RevocationReason,
+        at: SystemTime,
+    ) -> Result<(), CaError> {
+        self.active().revoke(serial, reason, at)
+    }
+
+    fn chain(&self) -> &[Vec<u8>] {
+        self.active().chain()
+    }
+
+    fn crl(
+        &self,
+        revoked: &[RevokedEntry],
+        this_update: SystemTime,
+        next_update: SystemTime,
+        crl_number: u64,
+    ) -> Result<Vec<u8>, CaError> {
+        self.active()
+            .crl(revoked, this_update, next_update, crl_number)
+    }
+
+    fn sign_ocsp_response(&self, tbs: &[u8]) -> Result<CaSignature, CaError> {
+        self.active().sign_ocsp_response(tbs)
+    }
 }

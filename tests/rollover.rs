@@ -12,8 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use scepd::cli::serve::{load, Loaded};
-use scepd::scep::client;
-use support::{init_dir, openssl_verify, runtime, Setup};
+use scepd::scep::client::{self, CertRepView};
+use scepd::scep::PkiStatus;
+use support::{init_dir, openssl_verify, options, runtime, Device, Setup, CHALLENGE};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -124,4 +125,147 @@ fn get_next_ca_cert_serves_the_next_ca_after_scepd_ca_rollover() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{key}");
     }
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    scepd::keys::load_cert_der(path).unwrap()
+}
+
+/// Enrolls through `send` with the request encrypted to `recipient`; the issued certificate.
+fn enroll_with(
+    send: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    recipient: &[u8],
+    reply_signer: &[u8],
+    id: &str,
+) -> Vec<u8> {
+    let device = Device::rsa(2048);
+    let csr = device.simple_csr(id, CHALLENGE);
+    let prepared = client::build_request(&csr, recipient, &device.signer, &options(id)).unwrap();
+    let body = send(prepared.der.clone());
+    let view: CertRepView =
+        client::read_cert_rep(&body, &prepared, reply_signer, &device.signer).unwrap();
+    assert_eq!(view.status, PkiStatus::Success, "{id}: {view:?}");
+    view.certs[0].clone()
+}
+
+#[test]
+fn after_the_switch_time_the_next_ca_issues_and_the_old_ra_key_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init_dir(dir.path(), &Setup::default());
+    let old_ca = pem_der(&dir.path().join("ca.pem"));
+    let old_recipient = pem_der(&dir.path().join("ra-encrypt.pem"));
+    let run = rollover(&config, &["--switch-at", "2020-01-01T00:00:00Z"]);
+    assert!(run.status.success(), "{}", common::describe(&run));
+    let new_ca = pem_der(&dir.path().join("ca-next.pem"));
+
+    let loaded = load(&config).unwrap_or_else(|e| panic!("load: {e:?}"));
+    let certs = client::parse_ca_certs(get(&loaded, "GetCACert").body()).unwrap();
+    assert_eq!(certs[0], new_ca, "GetCACert answers with the new chain");
+    let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
+    assert_eq!(recipient, pem_der(&dir.path().join("ra-encrypt-next.pem")));
+    let post = |der: Vec<u8>| {
+        let request = Request::post("/scep?operation=PKIOperation")
+            .body(Bytes::from(der))
+            .unwrap();
+        runtime()
+            .block_on(loaded.app.handle(request))
+            .into_body()
+            .to_vec()
+    };
+    let issued = enroll_with(post, &recipient, &signer, "after-switch");
+    assert!(openssl_verify(&new_ca, &issued), "issued by the new CA");
+    assert!(!openssl_verify(&old_ca, &issued));
+    let grace = enroll_with(post, &old_recipient, &signer, "to-the-old-ra");
+    assert!(openssl_verify(&new_ca, &grace));
+}
+
+/// `scepd serve` running across the switch time: before it the current CA issues, after it
+/// (no restart) the next CA, and GetCACert changes.
+#[test]
+fn a_running_server_switches_to_the_next_ca_at_the_switch_time() {
+    use common::{free_loopback_addr, run_bounded, wait_for_http_ok, ChildGuard};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let init = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scepd"))
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--listen", &addr.to_string(), "--static-challenge"])
+            .arg(CHALLENGE)
+            .args(["--admin-listen", &free_loopback_addr().to_string()]),
+        DEADLINE,
+    );
+    assert!(init.status.success(), "{}", common::describe(&init));
+    let config = dir.path().join("scepd.toml");
+    let old_ca = pem_der(&dir.path().join("ca.pem"));
+    let old_recipient = pem_der(&dir.path().join("ra-encrypt.pem"));
+    let old_signer = pem_der(&dir.path().join("ra-sign.pem"));
+    let lead = Duration::from_secs(10);
+    let switch = time::OffsetDateTime::now_utc() + lead;
+    let switch_text = switch
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let prepared_at = std::time::Instant::now();
+    let run = rollover(&config, &["--switch-at", &switch_text]);
+    assert!(run.status.success(), "{}", common::describe(&run));
+    let new_ca = pem_der(&dir.path().join("ca-next.pem"));
+
+    let mut server = ChildGuard::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scepd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config),
+        &dir.path().join("serve.log"),
+    );
+    wait_for_http_ok(&mut server, addr, "/healthz", DEADLINE);
+    let post = |der: Vec<u8>| http(addr, "POST", "/scep?operation=PKIOperation", &der);
+    let before = enroll_with(post, &old_recipient, &old_signer, "before-switch");
+    if prepared_at.elapsed() < lead - Duration::from_secs(2) {
+        assert!(
+            openssl_verify(&old_ca, &before),
+            "the current CA issues first"
+        );
+    }
+    let started = std::time::Instant::now();
+    let certs = loop {
+        let certs =
+            client::parse_ca_certs(&http(addr, "GET", "/scep?operation=GetCACert", &[])).unwrap();
+        if certs[0] == new_ca {
+            break certs;
+        }
+        assert!(started.elapsed() < DEADLINE, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
+    let after = enroll_with(post, &recipient, &signer, "after-switch");
+    assert!(
+        openssl_verify(&new_ca, &after),
+        "the next CA issues after the switch"
+    );
+    let grace = enroll_with(post, &old_recipient, &signer, "old-ra-after-switch");
+    assert!(openssl_verify(&new_ca, &grace));
+    server.assert_running();
+}
+
+/// One HTTP/1.1 exchange (Connection: close), expecting 200; the body.
+fn http(addr: std::net::SocketAddr, method: &str, target: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-pki-message\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"), "{response:?}");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    response[split + 4..].to_vec()
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 
@@ -43,6 +44,8 @@ pub struct Loaded {
     pub crl: Arc<CrlPublisher>,
     /// The software CA, which issues renewed RA certificates.
     pub software_ca: Arc<scepd_ca::SoftwareCa>,
+    /// The next CA, when `scepd ca rollover` has prepared one.
+    pub next: Option<rollover::NextCa>,
 }
 
 /// Runs `scepd serve`.
@@ -120,7 +123,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
 /// Loads configuration, keys, CA and store; every problem is returned at once.
 pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut config = Config::load(config_path).map_err(|e| e.0)?;
-    let ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
+    let mut ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
     let passphrase =
         keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
     let ca = scepd_ca::SoftwareCa::load(
@@ -142,7 +145,19 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     })?;
     let templates = std::mem::take(&mut config.templates);
     let software_ca = Arc::new(ca);
-    let ca: Arc<dyn scepd_ca::CaBackend> = Arc::clone(&software_ca) as _;
+    let next =
+        rollover::load_next(config_path, passphrase.as_deref()).map_err(|e| vec![e.to_string()])?;
+    let ca: Arc<dyn scepd_ca::CaBackend> = match &next {
+        Some(next) => Arc::new(rollover::RollingCa::new(
+            Arc::clone(&software_ca),
+            Arc::clone(&next.ca),
+            next.switch_at,
+        )),
+        None => Arc::clone(&software_ca) as _,
+    };
+    if let Some(next) = next.as_ref().filter(|n| n.switch_at <= SystemTime::now()) {
+        ra = ra.renewed(next.ra.0.clone(), next.ra.1.clone());
+    }
     let crl = Arc::new(CrlPublisher::new(
         Arc::clone(&ca),
         Arc::clone(&store),
@@ -186,7 +201,14 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut app = App::new(enroller, &config.default_template, limits)
         .map_err(|e| vec![e.to_string()])?
         .with_revocation_services(revocation);
-    if let Some(body) = next_ca_body(config_path, &software_ca)? {
+    if let Some(next) = &next {
+        let body = rollover::next_ca_body(
+            next,
+            software_ca.certificate_der(),
+            software_ca.private_key(),
+            SystemTime::now(),
+        )
+        .map_err(|e| vec![e.to_string()])?;
         app = app.with_next_ca(body);
     }
     let on_revoked = Arc::clone(&crl);
@@ -203,21 +225,8 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         admin: Arc::new(admin),
         crl,
         software_ca,
+        next,
     })
-}
-
-/// The GetNextCACert body when `scepd ca rollover` has prepared a next CA.
-fn next_ca_body(
-    config_path: &Path,
-    ca: &scepd_ca::SoftwareCa,
-) -> Result<Option<Vec<u8>>, Vec<String>> {
-    let Some(next) = rollover::load_next(config_path).map_err(|e| vec![e.to_string()])? else {
-        return Ok(None);
-    };
-    let now = std::time::SystemTime::now();
-    rollover::next_ca_body(&next, ca.certificate_der(), ca.private_key(), now)
-        .map(Some)
-        .map_err(|e| vec![e.to_string()])
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
@@ -227,11 +236,21 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         admin,
         crl,
         software_ca,
+        next,
     } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(crl_schedule(crl, stop_rx.clone())));
-    if let Some(ra) = config.ra.clone() {
+    // While a rollover is prepared, the RA certificates are the rollover's to replace.
+    let rollover_prepared = next.is_some();
+    if let Some(next) = next.filter(|n| n.switch_at > SystemTime::now()) {
+        tasks.push(tokio::spawn(switch_at(
+            Arc::clone(&app),
+            next,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(ra) = config.ra.clone().filter(|_| !rollover_prepared) {
         let renewal = RaRenewal {
             app: Arc::clone(&app),
             ca: software_ca,
@@ -301,6 +320,32 @@ async fn crl_schedule(crl: Arc<CrlPublisher>, mut stop: watch::Receiver<bool>) {
             Ok(Err(e)) => tracing::error!(error = %e, "scheduled CRL not signed; retrying later"),
             Err(e) => tracing::error!(error = %e, "scheduled CRL task failed"),
         }
+    }
+}
+
+/// Puts the next RA identity into service at the rollover's switch time (the CA port, a
+/// `RollingCa`, switches by itself); the current encryption key stays as a grace decrypter.
+async fn switch_at(app: Arc<App>, next: rollover::NextCa, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = SystemTime::now();
+        let Ok(wait) = next.switch_at.duration_since(now) else {
+            break;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+    let ra = app
+        .enroller()
+        .ra()
+        .renewed(next.ra.0.clone(), next.ra.1.clone());
+    match app.replace_ra(ra) {
+        Ok(()) => tracing::info!("switched to the next CA and RA certificates"),
+        Err(e) => tracing::error!(error = %e, "next RA identity not in service"),
     }
 }
 
