@@ -165,8 +165,10 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     ));
     crl.regenerate(std::time::SystemTime::now())
         .map_err(|e| vec![format!("CRL: {e}")])?;
+    // OCSP stays with the CA the server started with: its issuer hashes and responder ID are
+    // fixed at start-up, so it must not follow a rollover's switch (see docs/design.md).
     let mut ocsp = OcspResponder::new(
-        Arc::clone(&ca),
+        Arc::clone(&software_ca) as Arc<dyn scepd_ca::CaBackend>,
         Arc::clone(&store),
         crate::ocsp::responder::DEFAULT_VALIDITY,
     )
