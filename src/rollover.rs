@@ -214,3 +214,37 @@ impl CaBackend for RollingCa {
         self.active().sign_ocsp_response(tbs)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn software_ca(cn: &str) -> Arc<SoftwareCa> {
+        let key = scepd_ca::generate_key(scepd_ca::KeySpec::P256).unwrap();
+        let cert = scepd_ca::self_signed_ca(&key, cn, 30).unwrap();
+        Arc::new(SoftwareCa::from_parts(cert, key, Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn the_rolling_ca_hands_over_at_the_switch_time() {
+        let (current, next) = (software_ca("CN=current"), software_ca("CN=next"));
+        let switch_at = SystemTime::now() + Duration::from_secs(3600);
+        let rolling = RollingCa::new(Arc::clone(&current), Arc::clone(&next), switch_at);
+        let before = switch_at - Duration::from_secs(1);
+        assert!(Arc::ptr_eq(rolling.active_at(before), &current));
+        assert!(Arc::ptr_eq(rolling.active_at(switch_at), &next));
+        assert_eq!(rolling.chain(), current.chain(), "now is before the switch");
+    }
+
+    #[test]
+    fn switch_times_are_rfc3339() {
+        let at = parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1_893_456_000);
+        assert!(parse_rfc3339("tomorrow").is_err());
+        assert!(parse_rfc3339("2030-01-01").is_err());
+    }
+}
