@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, Config};
 
 /// Sends one request to the admin API; returns the status and the body.
 pub fn call(
@@ -45,4 +45,34 @@ pub fn call(
             .to_bytes();
         Ok((status, body))
     })
+}
+
+/// Calls the admin API and decodes its JSON answer; a non-200 answer becomes its `error` text.
+pub fn api_json<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<T, String> {
+    let (status, body) = call(&config.admin, method, path, body)?;
+    if status != StatusCode::OK {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("admin API: {status}: {message}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("admin API answer: {e}"))
+}
+
+/// Seconds since the Unix epoch as `2026-11-23T17:33:01Z`.
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }

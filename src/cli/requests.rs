@@ -4,9 +4,10 @@
 
 use std::time::SystemTime;
 
-use http::{Method, StatusCode};
+use http::Method;
 
-use super::{admin_client, ConfigArg, EXIT_CONFIG};
+use super::admin_client::{api_json, rfc3339};
+use super::{ConfigArg, EXIT_CONFIG};
 use crate::config::Config;
 use crate::enroll::queue::{self, DecideAnswer, DecideBody, DecideResult, RequestView};
 use crate::store::{SledStore, StoreError, Verdict};
@@ -146,33 +147,4 @@ fn decide(access: &Access, args: &Decide, verdict: Verdict) -> Result<(), String
         outcome => println!("{} {outcome}", request.transaction_id),
     }
     Ok(())
-}
-
-fn api_json<T: serde::de::DeserializeOwned>(
-    config: &Config,
-    method: Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> Result<T, String> {
-    let (status, body) = admin_client::call(&config.admin, method, path, body)?;
-    if status != StatusCode::OK {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(format!("admin API: {status}: {message}"));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("admin API answer: {e}"))
-}
-
-/// `2026-11-23T17:33:01Z`
-fn rfc3339(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
