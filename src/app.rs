@@ -49,8 +49,11 @@ pub struct App {
     admission: Semaphore,
     crypto: Semaphore,
     revocation: Option<RevocationServices>,
-    /// GetNextCACert, while `scepd ca rollover` has prepared a next CA.
-    next_ca_body: Option<Bytes>,
+    /// GetNextCACert and the time the next CA takes over, while `scepd ca rollover` has
+    /// prepared one. From that time on it is the current CA, so neither is offered any more.
+    next_ca: Option<(Bytes, SystemTime)>,
+    /// GetCACaps while a next CA is offered (`caps` otherwise).
+    caps_with_next_ca: Bytes,
 }
 
 /// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
@@ -86,15 +89,22 @@ impl App {
             admission: Semaphore::new(limits.max_queued_operations.max(1)),
             crypto: Semaphore::new(limits.crypto_threads.max(1)),
             revocation: None,
-            next_ca_body: None,
+            next_ca: None,
+            caps_with_next_ca: Bytes::from(capabilities(true)),
         })
     }
 
-    /// Serves GetNextCACert with `body` (see `rollover::next_ca_body`) and advertises it.
-    pub fn with_next_ca(mut self, body: Vec<u8>) -> Self {
-        self.next_ca_body = Some(Bytes::from(body));
-        self.caps = Bytes::from(capabilities(true));
+    /// Serves GetNextCACert with `body` (see `rollover::next_ca_body`) and advertises it
+    /// until `switch_at`, when the next CA becomes the current one.
+    pub fn with_next_ca(mut self, body: Vec<u8>, switch_at: SystemTime) -> Self {
+        self.next_ca = Some((Bytes::from(body), switch_at));
         self
+    }
+
+    /// The next CA's GetNextCACert body, while it is still the next one.
+    fn offered_next_ca(&self) -> Option<&Bytes> {
+        let (body, switch_at) = self.next_ca.as_ref()?;
+        (SystemTime::now() < *switch_at).then_some(body)
     }
 
     /// Serves the CRL and OCSP endpoints.
@@ -150,7 +160,11 @@ impl App {
         };
         let (response, summary) = match (request.method(), operation) {
             (&Method::GET | &Method::HEAD, Operation::GetCaCaps) => {
-                (typed(StatusCode::OK, "text/plain", self.caps.clone()), None)
+                let caps = match self.offered_next_ca() {
+                    Some(_) => &self.caps_with_next_ca,
+                    None => &self.caps,
+                };
+                (typed(StatusCode::OK, "text/plain", caps.clone()), None)
             }
             (&Method::GET | &Method::HEAD, Operation::GetCaCert) => (
                 typed(
@@ -420,9 +434,10 @@ fn capabilities(next_ca: bool) -> String {
 }
 
 impl App {
-    /// GetNextCACert: 404 (and not advertised) until a next CA is prepared.
+    /// GetNextCACert: 404 (and not advertised) unless a next CA is prepared and not yet
+    /// in service.
     fn next_ca_cert(&self) -> Response<Bytes> {
-        match &self.next_ca_body {
+        match self.offered_next_ca() {
             Some(body) => typed(StatusCode::OK, media::NEXT_CA_CERT, body.clone()),
             None => plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
         }

@@ -163,6 +163,15 @@ fn after_the_switch_time_the_next_ca_issues_and_the_old_ra_key_still_opens() {
     assert_eq!(certs[0], new_ca, "GetCACert answers with the new chain");
     let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
     assert_eq!(recipient, pem_der(&dir.path().join("ra-encrypt-next.pem")));
+    // The next CA is now the current one: it is no longer offered as the next.
+    let caps = get(&loaded, "GetCACaps");
+    assert!(!String::from_utf8_lossy(caps.body())
+        .lines()
+        .any(|l| l == "GetNextCACert"));
+    assert_eq!(
+        get(&loaded, "GetNextCACert").status(),
+        http::StatusCode::NOT_FOUND
+    );
     let post = |der: Vec<u8>| {
         let request = Request::post("/scep?operation=PKIOperation")
             .body(Bytes::from(der))

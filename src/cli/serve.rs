@@ -211,7 +211,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
             SystemTime::now(),
         )
         .map_err(|e| vec![e.to_string()])?;
-        app = app.with_next_ca(body);
+        app = app.with_next_ca(body, next.switch_at);
     }
     let on_revoked = Arc::clone(&crl);
     let admin = AdminApi::new(store, token.trim().as_bytes().to_vec()).with_revocation_hook(
