@@ -76,3 +76,31 @@ pub fn rfc3339(unix: u64) -> String {
         })
         .unwrap_or_else(|| unix.to_string())
 }
+
+/// Where a CLI command reads and changes state: the store itself, or the admin API of the
+/// server that holds it (sled lets one process open the store).
+pub enum Access {
+    /// No server runs: the store, opened by this process.
+    Direct(crate::store::SledStore),
+    /// A server holds the store: its admin API.
+    Api(Box<Config>),
+}
+
+impl Access {
+    /// Loads the configuration and picks the access; on failure prints why and returns the
+    /// exit code (64 for a bad configuration).
+    pub fn open(config_path: &std::path::Path) -> Result<Self, u8> {
+        let config = Config::load(config_path).map_err(|errors| {
+            errors.0.iter().for_each(|e| eprintln!("error: {e}"));
+            super::EXIT_CONFIG
+        })?;
+        match crate::store::SledStore::open(&config.store_path) {
+            Ok(store) => Ok(Self::Direct(store)),
+            Err(crate::store::StoreError::Locked { .. }) => Ok(Self::Api(Box::new(config))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(1)
+            }
+        }
+    }
+}

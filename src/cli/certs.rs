@@ -5,11 +5,10 @@ use std::time::SystemTime;
 
 use http::Method;
 
-use super::admin_client::{api_json, rfc3339};
-use super::{ConfigArg, EXIT_CONFIG};
-use crate::config::Config;
+use super::admin_client::{api_json, rfc3339, Access};
+use super::ConfigArg;
 use crate::http::admin::{self, CertView, RevokeAnswer, RevokeBody, RevokeResult};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::Store;
 
 /// Arguments of `scepd certs`.
 #[derive(Debug, clap::Args)]
@@ -49,32 +48,15 @@ pub enum CertsAction {
     },
 }
 
-/// Where state is read from.
-enum Access {
-    Direct(SledStore),
-    Api(Box<Config>),
-}
-
 /// Runs `scepd certs ...`.
 pub fn run(args: &CertsArgs) -> u8 {
     let config_arg = match &args.action {
         CertsAction::List(c) => c,
         CertsAction::Show { config, .. } | CertsAction::Revoke { config, .. } => config,
     };
-    let config = match Config::load(&config_arg.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            errors.0.iter().for_each(|e| eprintln!("error: {e}"));
-            return EXIT_CONFIG;
-        }
-    };
-    let access = match SledStore::open(&config.store_path) {
-        Ok(store) => Access::Direct(store),
-        Err(StoreError::Locked { .. }) => Access::Api(Box::new(config)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let access = match Access::open(&config_arg.config) {
+        Ok(access) => access,
+        Err(code) => return code,
     };
     let result = match &args.action {
         CertsAction::List(_) => list(&access),

@@ -6,11 +6,10 @@ use std::time::SystemTime;
 
 use http::Method;
 
-use super::admin_client::{api_json, rfc3339};
-use super::{ConfigArg, EXIT_CONFIG};
-use crate::config::Config;
+use super::admin_client::{api_json, rfc3339, Access};
+use super::ConfigArg;
 use crate::enroll::queue::{self, DecideAnswer, DecideBody, DecideResult, RequestView};
-use crate::store::{SledStore, StoreError, Verdict};
+use crate::store::Verdict;
 
 /// Arguments of `scepd requests`.
 #[derive(Debug, clap::Args)]
@@ -43,31 +42,15 @@ pub struct Decide {
     pub config: ConfigArg,
 }
 
-enum Access {
-    Direct(SledStore),
-    Api(Box<Config>),
-}
-
 /// Runs `scepd requests ...`.
 pub fn run(args: &RequestsArgs) -> u8 {
     let config_arg = match &args.action {
         RequestsAction::List(c) => c,
         RequestsAction::Approve(d) | RequestsAction::Reject(d) => &d.config,
     };
-    let config = match Config::load(&config_arg.config) {
-        Ok(config) => config,
-        Err(errors) => {
-            errors.0.iter().for_each(|e| eprintln!("error: {e}"));
-            return EXIT_CONFIG;
-        }
-    };
-    let access = match SledStore::open(&config.store_path) {
-        Ok(store) => Access::Direct(store),
-        Err(StoreError::Locked { .. }) => Access::Api(Box::new(config)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let access = match Access::open(&config_arg.config) {
+        Ok(access) => access,
+        Err(code) => return code,
     };
     let result = match &args.action {
         RequestsAction::List(_) => list(&access),
