@@ -36,6 +36,8 @@ pub struct SledStore {
     pub(super) certificates: Tree,
     by_subject: Tree,
     redeemed: Tree,
+    /// Requests parked for manual approval, opened once like the other trees.
+    pending: Tree,
     durability: std::sync::Arc<GroupCommit>,
 }
 
@@ -52,6 +54,7 @@ impl SledStore {
             certificates: db.open_tree(CERTIFICATES)?,
             by_subject: db.open_tree(BY_SUBJECT)?,
             redeemed: db.open_tree(REDEEMED)?,
+            pending: db.open_tree(pending::TREE)?,
             durability: std::sync::Arc::new(GroupCommit::open(path)?),
             db,
         })
@@ -301,8 +304,8 @@ impl Store for SledStore {
     fn record_pending(&self, key: &TxKey, request: &PendingRequest) -> Result<(), StoreError> {
         let id = key.transaction_id.as_str();
         let value = pending::encode(request)?;
-        let parked = self.db.open_tree(pending::TREE)?;
-        (&self.transactions, &parked)
+        let parked = &self.pending;
+        (&self.transactions, parked)
             .transaction(|(txs, parked)| {
                 check_may_record_issued(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
                 txs.remove(id.as_bytes())?;
@@ -315,8 +318,7 @@ impl Store for SledStore {
     }
 
     fn pending_request(&self, transaction_id: &str) -> Result<Option<PendingRequest>, StoreError> {
-        self.db
-            .open_tree(pending::TREE)?
+        self.pending
             .get(transaction_id.as_bytes())?
             .map(|v| pending::decode(transaction_id, &v))
             .transpose()
@@ -324,8 +326,7 @@ impl Store for SledStore {
 
     fn pending_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
         let mut all = self
-            .db
-            .open_tree(pending::TREE)?
+            .pending
             .iter()
             .map(|entry| {
                 let (k, v) = entry?;
@@ -346,7 +347,7 @@ impl Store for SledStore {
         by: &str,
         now: SystemTime,
     ) -> Result<DecideOutcome, StoreError> {
-        let tree = self.db.open_tree(pending::TREE)?;
+        let tree = &self.pending;
         loop {
             let raw = tree.get(transaction_id.as_bytes())?;
             let current = raw
