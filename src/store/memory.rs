@@ -5,6 +5,7 @@ use super::record::{
     duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
     StoredTx,
 };
+use super::{otp, OtpIssue, OtpRedeem};
 use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,8 @@ struct State {
     redeemed: HashMap<Vec<u8>, u64>,
     pending: HashMap<String, PendingRequest>,
     crl_number: u64,
+    /// One-time passwords: (template, digest) -> expiry in Unix seconds.
+    otps: HashMap<(String, [u8; 32]), u64>,
 }
 
 impl MemoryStore {
@@ -194,5 +197,40 @@ impl Store for MemoryStore {
         let mut state = self.state();
         state.crl_number = state.crl_number.saturating_add(1).max(at_least);
         Ok(state.crl_number)
+    }
+
+    fn issue_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        expires_at: SystemTime,
+        max_outstanding: usize,
+        now: SystemTime,
+    ) -> Result<OtpIssue, StoreError> {
+        let mut state = self.state();
+        state
+            .otps
+            .retain(|(t, _), &mut expiry| t != template || otp::is_live(expiry, now));
+        let outstanding = state.otps.keys().filter(|(t, _)| t == template).count();
+        if outstanding >= max_outstanding {
+            return Ok(OtpIssue::CacheFull);
+        }
+        let expiry = u64::from_be_bytes(otp::encode_expiry(expires_at));
+        state.otps.insert((template.to_owned(), *digest), expiry);
+        Ok(OtpIssue::Issued)
+    }
+
+    fn redeem_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<OtpRedeem, StoreError> {
+        let mut state = self.state();
+        match state.otps.remove(&(template.to_owned(), *digest)) {
+            None => Ok(OtpRedeem::Unknown),
+            Some(expiry) if otp::is_live(expiry, now) => Ok(OtpRedeem::Redeemed),
+            Some(_) => Ok(OtpRedeem::Expired),
+        }
     }
 }

@@ -16,9 +16,11 @@
 //! | `certificates` | serial (bytes) | the certificate record, status included |
 //! | `certificates_by_subject` | `u64` BE subject length, subject (UTF-8), serial | empty |
 //! | `redeemed_challenges` | one-time id | `u64` BE Unix seconds of `forget_after` |
+//! | `otp_passwords` | `u64` BE template length, template (UTF-8), SHA-256 of the password | `u64` BE Unix seconds of its expiry (see `otp`) |
 
 mod group_commit;
 mod memory;
+mod otp;
 mod pending;
 mod record;
 mod sled_store;
@@ -26,6 +28,7 @@ mod sled_store;
 mod tests;
 
 pub use memory::MemoryStore;
+pub use otp::{OtpIssue, OtpRedeem};
 pub use pending::{DecideOutcome, PendingDecision, PendingRequest, Verdict};
 pub use sled_store::SledStore;
 
@@ -254,4 +257,28 @@ pub trait Store: Send + Sync {
     /// elsewhere from the time), strictly increasing across restarts and clock steps, made
     /// durable before it is returned so that no two CRLs share a number.
     fn next_crl_number(&self, at_least: u64) -> Result<u64, StoreError>;
+
+    /// Record a one-time password of `template` (only its SHA-256 `digest`), live until
+    /// `expires_at`, unless the template already has `max_outstanding` live ones
+    /// ([`OtpIssue::CacheFull`]). Expired passwords of the template are purged on the way and
+    /// do not count. Flushed before it returns: the caller hands the password out next.
+    fn issue_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        expires_at: SystemTime,
+        max_outstanding: usize,
+        now: SystemTime,
+    ) -> Result<OtpIssue, StoreError>;
+
+    /// Use a one-time password of `template`: [`OtpRedeem::Redeemed`] exactly once for a live
+    /// password (of concurrent calls, one), then [`OtpRedeem::Unknown`], as for a password
+    /// never issued for this template; an expired one is removed and reported
+    /// [`OtpRedeem::Expired`]. Becomes durable with the next flush (the certificate's).
+    fn redeem_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<OtpRedeem, StoreError>;
 }

@@ -10,6 +10,7 @@ use super::record::{
     duplicate_serial, redemption_is_live, revocation_list, to_secs, BeginStep, StoredCert,
     StoredTx,
 };
+use super::{otp, OtpIssue, OtpRedeem};
 use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
 use sled::transaction::{
@@ -38,6 +39,11 @@ pub struct SledStore {
     redeemed: Tree,
     /// Requests parked for manual approval, opened once like the other trees.
     pending: Tree,
+    /// One-time passwords (see `otp`).
+    otps: Tree,
+    /// Serialises `issue_otp` alone (an admin action, never on the enrollment path), so that
+    /// counting a template's passwords and adding one cannot race past the cap.
+    otp_issue: std::sync::Arc<std::sync::Mutex<()>>,
     durability: std::sync::Arc<GroupCommit>,
 }
 
@@ -55,6 +61,8 @@ impl SledStore {
             by_subject: db.open_tree(BY_SUBJECT)?,
             redeemed: db.open_tree(REDEEMED)?,
             pending: db.open_tree(pending::TREE)?,
+            otps: db.open_tree(otp::TREE)?,
+            otp_issue: std::sync::Arc::default(),
             durability: std::sync::Arc::new(GroupCommit::open(path)?),
             db,
         })
@@ -403,6 +411,77 @@ impl Store for SledStore {
             .ok_or_else(|| corrupt("default", "the CRL number is not 8 octets"))?;
         self.durability.commit(&self.db)?;
         Ok(number)
+    }
+
+    fn issue_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        expires_at: SystemTime,
+        max_outstanding: usize,
+        now: SystemTime,
+    ) -> Result<OtpIssue, StoreError> {
+        self.issue_otp_locked(template, digest, expires_at, max_outstanding, now)
+    }
+
+    fn redeem_otp(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<OtpRedeem, StoreError> {
+        let key = otp::key(template, digest);
+        let Some(stored) = self.otps.get(&key)? else {
+            return Ok(OtpRedeem::Unknown);
+        };
+        let live = otp::is_live(otp::decode_expiry(&stored)?, now);
+        // Exactly one of racing callers removes what it saw; the others find nothing.
+        match self
+            .otps
+            .compare_and_swap(&key, Some(&stored), None::<IVec>)?
+        {
+            Ok(()) if live => Ok(OtpRedeem::Redeemed),
+            Ok(()) => Ok(OtpRedeem::Expired),
+            Err(_) => Ok(OtpRedeem::Unknown),
+        }
+    }
+}
+
+impl SledStore {
+    /// [`Store::issue_otp`]; split out so the trait impl stays one list of operations.
+    fn issue_otp_locked(
+        &self,
+        template: &str,
+        digest: &[u8; 32],
+        expires_at: SystemTime,
+        max_outstanding: usize,
+        now: SystemTime,
+    ) -> Result<OtpIssue, StoreError> {
+        let _serial = self
+            .otp_issue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut outstanding = 0usize;
+        for entry in self.otps.scan_prefix(otp::prefix(template)) {
+            let (key, value) = entry?;
+            if otp::is_live(otp::decode_expiry(&value)?, now) {
+                outstanding += 1;
+            } else {
+                // Only remove what we looked at: a concurrent redemption may have taken it.
+                let _ = self
+                    .otps
+                    .compare_and_swap(&key, Some(&value), None::<IVec>)?;
+            }
+        }
+        if outstanding >= max_outstanding {
+            return Ok(OtpIssue::CacheFull);
+        }
+        self.otps.insert(
+            otp::key(template, digest),
+            &otp::encode_expiry(expires_at)[..],
+        )?;
+        self.durability.commit(&self.db)?;
+        Ok(OtpIssue::Issued)
     }
 }
 
