@@ -127,10 +127,42 @@ pub enum DenialReason {
     ProfileRule,
     /// The module could not decide (e.g. a remote verifier is unreachable).
     Unavailable,
+    /// Signed challenge: outside its `nbf`..`exp` window (either side, with the skew).
+    ChallengeExpired,
+    /// Signed challenge: the envelope could not be opened with any of our keys. Every
+    /// envelope failure is this one reason (no padding oracle).
+    ChallengeDecryptionError,
+    /// Signed challenge: not base64, not the expected CMS layering, or claims that do not
+    /// follow `docs/challenge-format.md`.
+    ChallengeDeserializationError,
+    /// Signed challenge: bad signature or digest, disallowed algorithm, or a signer that
+    /// does not chain to a trusted MDM certificate.
+    SignatureValidationFailed,
+    /// Signed challenge: the CSR's subject differs from the claimed one.
+    SubjectNameMismatch,
+    /// Signed challenge: the CSR has an empty subject and the claim names one.
+    SubjectNameMissing,
+    /// Signed challenge: the CSR's subject alternative names differ from the claimed ones.
+    SubjectAltNameMismatch,
+    /// Signed challenge: the CSR requests no subject alternative names, the claim lists some.
+    SubjectAltNameMissing,
+    /// Signed challenge: the CSR's requested key usage differs from the claimed one.
+    KeyUsageMismatch,
+    /// Signed challenge: the CSR's key is smaller than claimed or of a type not claimed.
+    KeyLengthMismatch,
+    /// Signed challenge: the CSR's requested extended key usages differ from the claimed ones.
+    EnhancedKeyUsageMismatch,
+    /// Signed challenge: its one-time id was already redeemed. Verifiers may return it; the
+    /// RA reports a failed redemption as [`DenialReason::ReusedChallenge`], which means the
+    /// same thing.
+    ChallengeReplayed,
+    /// Signed challenge: minted for another template than the one the request arrived on.
+    TemplateMismatch,
 }
 
 impl DenialReason {
-    /// Stable snake_case name, for logs and metrics labels.
+    /// Stable name, for logs and metrics labels: snake_case for the general reasons,
+    /// Intune's CamelCase result code for the signed-challenge reasons (`"SubjectNameMismatch"`).
     pub fn as_str(self) -> &'static str {
         match self {
             DenialReason::MissingChallenge => "missing_challenge",
@@ -140,6 +172,21 @@ impl DenialReason {
             DenialReason::NameMismatch => "name_mismatch",
             DenialReason::ProfileRule => "profile_rule",
             DenialReason::Unavailable => "unavailable",
+            // The signed-challenge reasons carry Intune's names (its validation result codes),
+            // so dashboards built for the Intune connector read the same words.
+            DenialReason::ChallengeExpired => "ChallengeExpired",
+            DenialReason::ChallengeDecryptionError => "ChallengeDecryptionError",
+            DenialReason::ChallengeDeserializationError => "ChallengeDeserializationError",
+            DenialReason::SignatureValidationFailed => "SignatureValidationFailed",
+            DenialReason::SubjectNameMismatch => "SubjectNameMismatch",
+            DenialReason::SubjectNameMissing => "SubjectNameMissing",
+            DenialReason::SubjectAltNameMismatch => "SubjectAltNameMismatch",
+            DenialReason::SubjectAltNameMissing => "SubjectAltNameMissing",
+            DenialReason::KeyUsageMismatch => "KeyUsageMismatch",
+            DenialReason::KeyLengthMismatch => "KeyLengthMismatch",
+            DenialReason::EnhancedKeyUsageMismatch => "EnhancedKeyUsageMismatch",
+            DenialReason::ChallengeReplayed => "ChallengeReplayed",
+            DenialReason::TemplateMismatch => "TemplateMismatch",
         }
     }
 }
@@ -164,6 +211,19 @@ mod tests {
             DenialReason::NameMismatch,
             DenialReason::ProfileRule,
             DenialReason::Unavailable,
+            DenialReason::ChallengeExpired,
+            DenialReason::ChallengeDecryptionError,
+            DenialReason::ChallengeDeserializationError,
+            DenialReason::SignatureValidationFailed,
+            DenialReason::SubjectNameMismatch,
+            DenialReason::SubjectNameMissing,
+            DenialReason::SubjectAltNameMismatch,
+            DenialReason::SubjectAltNameMissing,
+            DenialReason::KeyUsageMismatch,
+            DenialReason::KeyLengthMismatch,
+            DenialReason::EnhancedKeyUsageMismatch,
+            DenialReason::ChallengeReplayed,
+            DenialReason::TemplateMismatch,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.to_string()).collect();
         assert_eq!(names.len(), all.len());

@@ -13,11 +13,17 @@
 mod allow_all;
 mod challenge;
 mod decision;
+pub mod signed_challenge;
 mod static_secret;
 
 pub use allow_all::AllowAll;
 pub use challenge::{challenge_password, ChallengeError, CHALLENGE_PASSWORD};
 pub use decision::{Approval, Constraints, Decision, Denial, DenialReason, OneTimeRedemption};
+pub use signed_challenge::{
+    mint_challenge, random_challenge_id, verify_signed_challenge, ChallengeKeys, Claims,
+    DecryptionKey, MintOptions, San, SignedChallenge, SignedChallengeTrust, StaticKeys,
+    TrustedSigner, VerifiedClaims,
+};
 pub use static_secret::StaticSecret;
 
 use std::time::SystemTime;
