@@ -1023,6 +1023,10 @@ fn expired_and_not_yet_valid_challenges_are_refused_outside_the_skew() {
         verify_at(&blob, &req, at(c.nbf - 301)),
         DenialReason::ChallengeExpired,
     );
+    // Issued in the future (beyond the skew), even with nbf already passed.
+    let mut future = claims();
+    future.iat = now_secs() + 1000;
+    assert_denied(verify(&mint(&future), &req), DenialReason::ChallengeExpired);
     // A configured skew of zero.
     let strict = trust().with_skew(Duration::ZERO);
     let r = verify_signed_challenge(&blob, &req, "devices", at(c.exp + 1), &strict, &keys());

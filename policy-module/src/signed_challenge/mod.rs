@@ -240,7 +240,8 @@ fn secs_i64(v: u64) -> i64 {
 /// 3. the claims parse and follow the rules — else `ChallengeDeserializationError`;
 /// 4. signingTime (or, without it, `iat`) is within the skew of `iat`, and the chain is valid
 ///    at that time; a pinned `iss` matches — else `SignatureValidationFailed`;
-/// 5. `nbf - skew <= now <= exp + skew` — else `ChallengeExpired`;
+/// 5. `nbf - skew <= now`, `iat - skew <= now` and `now <= exp + skew` — else
+///    `ChallengeExpired`;
 /// 6. the `template` claim equals `template` — else `TemplateMismatch`;
 /// 7. the CSR's subject, SANs, key usage, EKU and key (see `docs/challenge-format.md`).
 pub fn verify_signed_challenge(
@@ -313,6 +314,12 @@ pub fn verify_signed_challenge(
         return Err(Denial::new(
             R::ChallengeExpired,
             "challenge is not valid yet (nbf)",
+        ));
+    }
+    if now_s.saturating_add(skew) < iat {
+        return Err(Denial::new(
+            R::ChallengeExpired,
+            "challenge is issued in the future (iat)",
         ));
     }
     if now_s > secs_i64(claims.exp).saturating_add(skew) {
