@@ -1223,3 +1223,51 @@ fn denial_details_never_contain_the_blob() {
         assert!(!denial.detail.contains(&blob[20..60]), "{denial}");
     }
 }
+
+#[test]
+fn the_worked_example_of_the_format_document_verifies() {
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/challenge-format.md");
+    let doc = std::fs::read_to_string(doc_path).expect("docs/challenge-format.md");
+    let script = doc
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a sh block in the document");
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pem(d, "ra", &p.ra);
+    write_pem(d, "mdm", &p.mdm_rsa);
+    let out = Command::new("bash")
+        .args(["-e", "-c", script])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = std::fs::read_to_string(d.join("challenge.txt")).unwrap();
+    let spec = CsrSpec {
+        subject: vec![
+            (Nid::ORGANIZATIONNAME, "Example", Asn1Type::UTF8STRING),
+            (Nid::COMMONNAME, "host1.example.com", Asn1Type::UTF8STRING),
+        ],
+        sans: Some(vec![GeneralName::DnsName(ia5("host1.example.com"))]),
+        key_usage: Some(KeyUsage(
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment,
+        )),
+        eku: Some(vec!["1.3.6.1.5.5.7.3.2"]),
+    };
+    // The script reads the clock itself; judge at the current time.
+    verify_signed_challenge(
+        &blob,
+        &csr(&spec),
+        "devices",
+        SystemTime::now(),
+        &trust(),
+        &keys(),
+    )
+    .unwrap();
+}
