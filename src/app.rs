@@ -54,6 +54,8 @@ pub struct App {
     next_ca: Option<(Bytes, SystemTime)>,
     /// GetCACaps while a next CA is offered (`caps` otherwise).
     caps_with_next_ca: Bytes,
+    /// NDES's one-time-password page `/certsrv/mscep_admin/`, when enabled.
+    ndes_admin: Option<Arc<crate::verifiers::ndes_admin::NdesAdmin>>,
 }
 
 /// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
@@ -91,6 +93,7 @@ impl App {
             revocation: None,
             next_ca: None,
             caps_with_next_ca: Bytes::from(capabilities(true)),
+            ndes_admin: None,
         })
     }
 
@@ -105,6 +108,12 @@ impl App {
     fn offered_next_ca(&self) -> Option<&Bytes> {
         let (body, switch_at) = self.next_ca.as_ref()?;
         (SystemTime::now() < *switch_at).then_some(body)
+    }
+
+    /// Serves NDES's password page `/certsrv/mscep_admin/` (see `verifiers::ndes_admin`).
+    pub fn with_ndes_admin(mut self, page: crate::verifiers::ndes_admin::NdesAdmin) -> Self {
+        self.ndes_admin = Some(Arc::new(page));
+        self
     }
 
     /// Serves the CRL and OCSP endpoints.
@@ -135,6 +144,11 @@ impl App {
     pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
+        if let Some(page) =
+            crate::verifiers::ndes_admin::route(self.ndes_admin.as_deref(), &request)
+        {
+            return page;
+        }
         let template = match request::classify_path(&path) {
             Endpoint::Health => return plain(StatusCode::OK, "ok\n"),
             Endpoint::NotFound => return plain(StatusCode::NOT_FOUND, "not found\n"),

@@ -49,6 +49,61 @@ pub struct RawConfig {
     /// The OCSP responder.
     #[serde(default)]
     pub ocsp: RawOcsp,
+    /// NDES's one-time-password page `/certsrv/mscep_admin/`.
+    #[serde(default)]
+    pub ndes_admin: RawNdesAdmin,
+}
+
+/// `[ndes_admin]`: NDES's password page on the SCEP listener(s), behind HTTP Basic auth.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNdesAdmin {
+    /// Serve `/certsrv/mscep_admin/` (default false).
+    pub enabled: bool,
+    /// The template whose one-time passwords the page hands out (its challenge type must be
+    /// `otp`).
+    pub template: String,
+    /// `user:sha256-hex-of-password:enroll` lines (see `verifiers::ndes_admin`).
+    pub users_file: Option<PathBuf>,
+}
+
+impl Default for RawNdesAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            template: "default".into(),
+            users_file: None,
+        }
+    }
+}
+
+/// `[ndes_admin]`, validated and enabled.
+#[derive(Debug, Clone)]
+pub struct NdesAdminConfig {
+    /// Lowercase template name; its challenge is `otp`.
+    pub template: String,
+    /// Who may sign in.
+    pub users: Vec<NdesUser>,
+}
+
+/// One line of the `[ndes_admin] users_file`.
+#[derive(Clone)]
+pub struct NdesUser {
+    /// The Basic-auth user name.
+    pub name: String,
+    /// SHA-256 of the password.
+    pub password_digest: [u8; 32],
+    /// Whether the user may obtain passwords (`enroll` permission).
+    pub may_enroll: bool,
+}
+
+impl std::fmt::Debug for NdesUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NdesUser")
+            .field("name", &self.name)
+            .field("may_enroll", &self.may_enroll)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[ocsp]`
@@ -287,13 +342,23 @@ fn empty_issuance() -> toml::Value {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChallenge {
-    /// `static` (one shared secret) or `none` (no challenge: only for closed networks).
+    /// `static` (one shared secret), `otp` (one-time passwords as NDES issues them),
+    /// `webhook` (ask a URL) or `none` (no challenge: only for closed networks).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The shared secret, inline.
+    /// The shared secret, inline (`static`).
     pub secret: Option<String>,
-    /// A file holding the shared secret (trailing newline ignored).
+    /// A file holding the shared secret (`static`), or the HMAC key the webhook requests are
+    /// signed with (`webhook`); trailing newline ignored.
     pub secret_file: Option<PathBuf>,
+    /// Minutes a one-time password stays valid (`otp`, default 60).
+    pub ttl_minutes: Option<u64>,
+    /// Unused passwords a template may have at once (`otp`, default 5).
+    pub max_outstanding: Option<usize>,
+    /// Where the webhook POSTs (`webhook`): https, or http to a loopback address.
+    pub url: Option<String>,
+    /// How long the webhook may take to answer, in milliseconds (`webhook`, default 5000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[key_usage_routing]`: NDES's SignatureTemplate / EncryptionTemplate / GeneralPurposeTemplate.
@@ -341,6 +406,8 @@ pub struct Config {
     pub crl_next_update: Duration,
     /// `[ocsp]`: `Some(validity_days)` when a delegated responder signs, `None` for the CA.
     pub ocsp_delegated_days: Option<u32>,
+    /// `[ndes_admin]`, when enabled.
+    pub ndes_admin: Option<NdesAdminConfig>,
 }
 
 /// What issued certificates point to when their template names no URLs of its own.
@@ -498,14 +565,57 @@ pub const DEFAULT_PENDING_EXPIRY_HOURS: u32 = 72;
 pub enum ChallengeConfig {
     /// A shared secret.
     Static(Vec<u8>),
+    /// One-time passwords (`scepd challenge otp`, the admin API, `/certsrv/mscep_admin/`).
+    Otp(OtpConfig),
+    /// An HTTP endpoint decides.
+    Webhook(WebhookConfig),
     /// No challenge.
     None,
+}
+
+/// Default lifetime of a one-time password (NDES: 60 minutes).
+pub const DEFAULT_OTP_TTL_MINUTES: u64 = 60;
+/// Default cap on unused one-time passwords per template (NDES: 5).
+pub const DEFAULT_OTP_MAX_OUTSTANDING: usize = 5;
+/// Default webhook timeout.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 5000;
+
+/// `[challenge] type = "otp"`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtpConfig {
+    /// How long a password stays valid.
+    pub ttl: Duration,
+    /// Unused passwords the template may have at once.
+    pub max_outstanding: usize,
+}
+
+/// `[challenge] type = "webhook"`, validated.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// The URL, `http://` (loopback only) or `https://`.
+    pub url: String,
+    /// The whole exchange must end within this.
+    pub timeout: Duration,
+    /// HMAC-SHA256 key for the `X-Scepd-Signature` header, if configured.
+    pub hmac_key: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ChallengeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Static(_) => f.write_str("Static(<redacted>)"),
+            Self::Otp(otp) => write!(f, "Otp({otp:?})"),
+            Self::Webhook(w) => write!(
+                f,
+                "Webhook {{ url: {:?}, timeout: {:?}, hmac_key: {} }}",
+                w.url,
+                w.timeout,
+                if w.hmac_key.is_some() {
+                    "<redacted>"
+                } else {
+                    "none"
+                }
+            ),
             Self::None => f.write_str("None"),
         }
     }
@@ -615,6 +725,7 @@ impl Config {
         let templates_dir = resolve(&raw.templates.dir);
         let templates = load_templates(&templates_dir, &defaults, &mut errors);
         check_template_references(&templates, &raw.templates.default, &mut errors);
+        let ndes_admin = validate_ndes_admin(&raw.ndes_admin, &templates, &resolve, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -637,7 +748,55 @@ impl Config {
             ca_name,
             crl_next_update: Duration::from_secs(raw.crl.next_update_hours.saturating_mul(3600)),
             ocsp_delegated_days,
+            ndes_admin,
         })
+    }
+}
+
+/// `[ndes_admin]`: the template must exist and hand out one-time passwords; the users file
+/// must read as `user:sha256-hex[:enroll]` lines.
+fn validate_ndes_admin(
+    raw: &RawNdesAdmin,
+    templates: &BTreeMap<String, Template>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<String>,
+) -> Option<NdesAdminConfig> {
+    if !raw.enabled {
+        return None;
+    }
+    let template = raw.template.to_ascii_lowercase();
+    match templates.get(&template).map(|t| &t.challenge) {
+        Some(ChallengeConfig::Otp(_)) => {}
+        Some(_) => errors.push(format!(
+            "ndes_admin.template: template {:?} does not use [challenge] type = \"otp\"",
+            raw.template
+        )),
+        None => errors.push(format!(
+            "ndes_admin.template: no template named {:?}",
+            raw.template
+        )),
+    }
+    let Some(file) = raw.users_file.as_deref().map(resolve) else {
+        errors.push("ndes_admin.users_file: required when enabled".into());
+        return None;
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => {
+            errors.push(format!("ndes_admin.users_file {}: {e}", file.display()));
+            return None;
+        }
+    };
+    match crate::verifiers::ndes_admin::parse_users(&text) {
+        Ok(users) => Some(NdesAdminConfig { template, users }),
+        Err(problems) => {
+            errors.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("ndes_admin.users_file {}: {p}", file.display())),
+            );
+            None
+        }
     }
 }
 
@@ -860,23 +1019,58 @@ pub fn load_template_with_defaults(
 }
 
 fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig, String> {
+    let resolve = |file: &PathBuf| {
+        if file.is_absolute() {
+            file.clone()
+        } else {
+            base.join(file)
+        }
+    };
+    let read_secret_file = |file: &PathBuf| {
+        let file = resolve(file);
+        std::fs::read_to_string(&file)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("challenge.secret_file {}: {e}", file.display()))
+    };
+    // Keys of another type are errors, not silently ignored (a `url` on a static template
+    // is a mistake worth hearing about).
+    let given: [(&str, bool); 6] = [
+        ("secret", raw.secret.is_some()),
+        ("secret_file", raw.secret_file.is_some()),
+        ("ttl_minutes", raw.ttl_minutes.is_some()),
+        ("max_outstanding", raw.max_outstanding.is_some()),
+        ("url", raw.url.is_some()),
+        ("timeout_ms", raw.timeout_ms.is_some()),
+    ];
+    let allowed: &[&str] = match raw.kind.as_str() {
+        "none" => &[],
+        "static" => &["secret", "secret_file"],
+        "otp" => &["ttl_minutes", "max_outstanding"],
+        "webhook" => &["url", "timeout_ms", "secret_file"],
+        other => {
+            return Err(format!(
+                "challenge.type: {other:?} is not one of static, otp, webhook, none"
+            ))
+        }
+    };
+    let stray: Vec<&str> = given
+        .iter()
+        .filter(|(key, set)| *set && !allowed.contains(key))
+        .map(|(key, _)| *key)
+        .collect();
+    if !stray.is_empty() {
+        return Err(format!(
+            "challenge: {} not allowed with type = {:?}",
+            stray.join(", "),
+            raw.kind
+        ));
+    }
     match raw.kind.as_str() {
-        "none" => Ok(ChallengeConfig::None),
         "static" => {
             let secret =
                 match (&raw.secret, &raw.secret_file) {
                     (Some(s), None) => s.clone(),
-                    (None, Some(file)) => {
-                        let file = if file.is_absolute() {
-                            file.clone()
-                        } else {
-                            base.join(file)
-                        };
-                        std::fs::read_to_string(&file)
-                            .map_err(|e| format!("challenge.secret_file {}: {e}", file.display()))?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_owned()
-                    }
+                    (None, Some(file)) => read_secret_file(file)?,
                     _ => return Err(
                         "challenge: a static challenge needs exactly one of secret, secret_file"
                             .into(),
@@ -887,10 +1081,78 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
             }
             Ok(ChallengeConfig::Static(secret.into_bytes()))
         }
-        other => Err(format!(
-            "challenge.type: {other:?} is not one of static, none"
-        )),
+        "otp" => {
+            let minutes = raw.ttl_minutes.unwrap_or(DEFAULT_OTP_TTL_MINUTES);
+            let max_outstanding = raw.max_outstanding.unwrap_or(DEFAULT_OTP_MAX_OUTSTANDING);
+            let mut problems = Vec::new();
+            if !(1..=10_080).contains(&minutes) {
+                problems.push("challenge.ttl_minutes: from 1 to 10080 (a week)");
+            }
+            if !(1..=10_000).contains(&max_outstanding) {
+                problems.push("challenge.max_outstanding: from 1 to 10000");
+            }
+            if !problems.is_empty() {
+                return Err(problems.join("; "));
+            }
+            Ok(ChallengeConfig::Otp(OtpConfig {
+                ttl: Duration::from_secs(minutes * 60),
+                max_outstanding,
+            }))
+        }
+        "webhook" => {
+            let mut problems = Vec::new();
+            let url = match &raw.url {
+                None => {
+                    problems.push("challenge.url: a webhook needs a url".to_owned());
+                    String::new()
+                }
+                Some(url) => {
+                    if let Err(e) = check_webhook_url(url) {
+                        problems.push(format!("challenge.url: {url:?}: {e}"));
+                    }
+                    url.clone()
+                }
+            };
+            let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS);
+            if !(1..=60_000).contains(&timeout_ms) {
+                problems.push("challenge.timeout_ms: from 1 to 60000".to_owned());
+            }
+            let hmac_key = match raw.secret_file.as_ref().map(read_secret_file) {
+                None => None,
+                Some(Ok(key)) if key.is_empty() => {
+                    problems.push("challenge.secret_file: the HMAC key is empty".to_owned());
+                    None
+                }
+                Some(Ok(key)) => Some(key.into_bytes()),
+                Some(Err(e)) => {
+                    problems.push(e);
+                    None
+                }
+            };
+            if !problems.is_empty() {
+                return Err(problems.join("; "));
+            }
+            Ok(ChallengeConfig::Webhook(WebhookConfig {
+                url,
+                timeout: Duration::from_millis(timeout_ms),
+                hmac_key,
+            }))
+        }
+        _ => Ok(ChallengeConfig::None),
     }
+}
+
+/// A webhook URL: `https://host[:port]/path`, or `http://` to a loopback address only (the
+/// challenge travels in the body, so it must not cross a network in clear text).
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let parsed = crate::verifiers::webhook::Target::parse(url)?;
+    if !parsed.tls && !parsed.is_loopback() {
+        return Err(
+            "http is allowed only to a loopback address (127.0.0.1, ::1, localhost); use https"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn check_template_references(

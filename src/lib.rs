@@ -17,5 +17,6 @@ pub mod ra_renewal;
 pub mod rollover;
 pub mod scep;
 pub mod store;
+pub mod verifiers;
 
 pub use app::App;

@@ -4,6 +4,7 @@
 mod admin_client;
 pub mod ca;
 pub mod certs;
+pub mod challenge;
 pub mod init;
 pub mod requests;
 pub mod serve;
@@ -39,6 +40,8 @@ pub enum Command {
     Requests(requests::RequestsArgs),
     /// CA rollover: prepare the next CA (served by GetNextCACert).
     Ca(ca::CaArgs),
+    /// Challenges: one-time passwords (`scepd challenge otp --template T`).
+    Challenge(challenge::ChallengeArgs),
 }
 
 /// `--config FILE`
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Certs(args) => certs::run(&args),
         Command::Requests(args) => requests::run(&args),
         Command::Ca(args) => ca::run(&args),
+        Command::Challenge(args) => challenge::run(&args),
     }
 }
 

@@ -144,6 +144,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         )]
     })?;
     let templates = std::mem::take(&mut config.templates);
+    let otp_templates = crate::verifiers::otp::settings_by_template(&templates);
     let software_ca = Arc::new(ca);
     let next =
         rollover::load_next(config_path, passphrase.as_deref()).map_err(|e| vec![e.to_string()])?;
@@ -214,13 +215,20 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         app = app.with_next_ca(body, next.switch_at);
     }
     let on_revoked = Arc::clone(&crl);
-    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec()).with_revocation_hook(
-        Arc::new(move || {
+    if let Some(page) = &config.ndes_admin {
+        let ca = Arc::clone(app.enroller().ca());
+        let page =
+            crate::verifiers::ndes_admin::build(page, &otp_templates, Arc::clone(&store), ca)
+                .map_err(|e| vec![e])?;
+        app = app.with_ndes_admin(page);
+    }
+    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec())
+        .with_otp_templates(otp_templates)
+        .with_revocation_hook(Arc::new(move || {
             if let Err(e) = on_revoked.regenerate(std::time::SystemTime::now()) {
                 tracing::error!(error = %e, "CRL not re-signed after a revocation");
             }
-        }),
-    );
+        }));
     Ok(Loaded {
         config,
         app: Arc::new(app),

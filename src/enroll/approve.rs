@@ -20,7 +20,10 @@ use super::{Enroller, Refusal};
 use crate::config::{ChallengeConfig, Template};
 use crate::scep::decode::Opened;
 use crate::scep::{oids, MessageType};
-use crate::store::{CertRecord, CertStatus, StoreError, TxBegin, TxKey};
+use crate::store::{CertRecord, CertStatus, Store, StoreError, TxBegin, TxKey};
+use crate::verifiers::otp::OtpVerifier;
+use crate::verifiers::webhook::WebhookVerifier;
+use crate::verifiers::Unbuildable;
 
 /// A request the policy module approved: only [`authorize`] makes one, and the CA is called
 /// only with one, so issuance without authorisation cannot be written (design.md §3 step 7).
@@ -61,10 +64,16 @@ pub fn poll<'a>(
     pending::poll(enroller, route, transaction_id, now)
 }
 
-/// The policy module that a template's challenge configuration asks for.
-pub fn policy_for(challenge: &ChallengeConfig) -> Arc<dyn PolicyModule> {
-    match challenge {
+/// The policy module that a template's challenge configuration asks for. Verifiers that
+/// need a port (the one-time passwords need the store) get it here.
+pub fn policy_for(template: &Template, store: &Arc<dyn Store>) -> Arc<dyn PolicyModule> {
+    match &template.challenge {
         ChallengeConfig::Static(secret) => Arc::new(StaticSecret::new(secret.clone())),
+        ChallengeConfig::Otp(_) => Arc::new(OtpVerifier::new(Arc::clone(store), &template.name)),
+        ChallengeConfig::Webhook(webhook) => match WebhookVerifier::new(webhook) {
+            Ok(verifier) => Arc::new(verifier),
+            Err(e) => Arc::new(Unbuildable(format!("webhook URL: {e}"))),
+        },
         ChallengeConfig::None => Arc::new(AllowAll),
     }
 }

@@ -175,7 +175,7 @@ impl Enroller {
         let policies = parts
             .templates
             .iter()
-            .map(|(name, t)| (name.clone(), approve::policy_for(&t.challenge)))
+            .map(|(name, t)| (name.clone(), approve::policy_for(t, &parts.store)))
             .collect();
         Self {
             ra: ArcSwap::from_pointee(parts.ra),

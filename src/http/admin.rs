@@ -7,7 +7,10 @@
 //! - `GET  /v1/requests`                 requests parked for manual approval
 //! - `POST /v1/requests/{txid}/approve`  body `{"by": "alice"}` (txid percent-encoded)
 //! - `POST /v1/requests/{txid}/reject`   body `{"by": "alice"}`
+//! - `POST /v1/challenges/otp`           body `{"template": "T"}`: a one-time password,
+//!   `{"password": "...", "expires_at": <unix>}`; 429 when the template's cap is reached
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::server::Handler;
+use crate::config::OtpConfig;
 use crate::store::{CertRecord, CertStatus, RevokeOutcome, Store};
+use crate::verifiers::otp::{self, MintError};
 
 /// One certificate as the API and the CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -141,11 +146,29 @@ pub fn revoke(
     }
 }
 
+/// Body of `POST /v1/challenges/otp`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OtpBody {
+    /// The template the password is for.
+    pub template: String,
+}
+
+/// Answer of `POST /v1/challenges/otp`.
+#[derive(Serialize, Deserialize)]
+pub struct OtpAnswer {
+    /// 16 uppercase hex characters; valid once.
+    pub password: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
 /// The admin API handler.
 pub struct AdminApi {
     store: Arc<dyn Store>,
     token: Vec<u8>,
     on_revoked: Option<RevocationHook>,
+    /// `otp` settings by template, for `POST /v1/challenges/otp`.
+    otp_templates: BTreeMap<String, OtpConfig>,
 }
 
 /// Called after a certificate is newly revoked, before the API answers (`serve` re-signs the
@@ -159,7 +182,14 @@ impl AdminApi {
             store,
             token,
             on_revoked: None,
+            otp_templates: BTreeMap::new(),
         }
+    }
+
+    /// The templates `POST /v1/challenges/otp` may issue passwords for, with their settings.
+    pub fn with_otp_templates(mut self, templates: BTreeMap<String, OtpConfig>) -> Self {
+        self.otp_templates = templates;
+        self
     }
 
     /// Runs `hook` after every new revocation.
@@ -201,7 +231,41 @@ impl AdminApi {
             (&Method::POST, ["v1", "requests", txid, "reject"]) => {
                 self.decide_request(txid, crate::store::Verdict::Reject, request.body(), now)
             }
+            (&Method::POST, ["v1", "challenges", "otp"]) => self.mint_otp(request.body(), now),
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn mint_otp(&self, body: &Bytes, now: SystemTime) -> Response<Bytes> {
+        let Ok(body) = serde_json::from_slice::<OtpBody>(body) else {
+            return json_error(StatusCode::BAD_REQUEST, "body must be {\"template\": ...}");
+        };
+        let template = body.template.to_ascii_lowercase();
+        let Some(settings) = self.otp_templates.get(&template) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no template {:?} with [challenge] type = \"otp\"",
+                    body.template
+                ),
+            );
+        };
+        match otp::mint(&*self.store, &template, settings, now) {
+            Ok(minted) => {
+                // Never the password: who asked is the bearer, the template and expiry suffice.
+                tracing::info!(template = %template, expires_at = minted.expires_at_unix(), "one-time password issued");
+                json(
+                    StatusCode::OK,
+                    &OtpAnswer {
+                        expires_at: minted.expires_at_unix(),
+                        password: minted.password,
+                    },
+                )
+            }
+            Err(e @ MintError::CacheFull { .. }) => {
+                json_error(StatusCode::TOO_MANY_REQUESTS, &e.to_string())
+            }
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }
 
