@@ -338,7 +338,12 @@ pub fn verify_signed_challenge(
         ));
     }
     csr::check(csr, &claims)?;
-    let exp = SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let exp = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.exp))
+        .ok_or_else(|| malformed("exp is out of range".into()))?;
+    let forget_after = exp
+        .checked_add(trust.skew)
+        .ok_or_else(|| malformed("exp is out of range".into()))?;
     let mut hasher = Sha256::new();
     hasher.update(ID_DIGEST_PREFIX);
     hasher.update(claims.id.as_bytes());
@@ -346,7 +351,7 @@ pub fn verify_signed_challenge(
         id_digest: hasher.finalize().into(),
         iss: claims.iss,
         exp,
-        forget_after: exp + trust.skew,
+        forget_after,
         device_id: claims.device_id,
         user_id: claims.user_id,
         tenant: claims.tenant,
@@ -373,6 +378,27 @@ fn check_issuer(trust: &SignedChallengeTrust, chain: &[Vec<u8>], iss: &str) -> R
             "iss {:?} is not the name pinned for this signer",
             claims::truncate(iss)
         ))
+    }
+}
+
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of this module on raw input.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The RFC 4514 parser of the `subject` claim.
+    pub fn rfc4514(text: &str) -> bool {
+        super::dn::parse_rfc4514(text).is_ok()
+    }
+
+    /// The claims parser (JSON, duplicate names, limits, rules).
+    pub fn claims(plaintext: &[u8]) -> bool {
+        super::claims::parse(plaintext).is_ok()
+    }
+
+    /// The whole verifier with no trusted signer and no key: everything up to the signature.
+    pub fn blob(blob: &str, csr: &x509_cert::request::CertReq) -> bool {
+        let trust = super::SignedChallengeTrust::new(Vec::new());
+        let now = std::time::SystemTime::UNIX_EPOCH;
+        super::verify_signed_challenge(blob, csr, "t", now, &trust, &[]).is_ok()
     }
 }
 
@@ -433,6 +459,37 @@ impl PolicyModule for SignedChallenge {
                 Some(verified.redemption()),
             )),
             Err(denial) => Decision::Deny(denial),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Bounded mutations of valid inputs through the fuzz entry points: none may panic.
+    #[test]
+    fn parsers_survive_mutated_input() {
+        let subject = r"CN=Doe\, J\C3\A9+UID=jd,OU=Devices,O=Example,DC=corp,2.5.4.97=x";
+        let claims = br#"{"v":1,"id":"abcdefghijklmnopqrstuv","iss":"m","iat":1,"nbf":1,"exp":2,"template":"t","subject":"CN=a","san":[{"type":"ip","value":"::1"}],"key_usage":["digitalSignature"]}"#;
+        let mut state: u32 = 0x1234_5678;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as usize
+        };
+        for _ in 0..20_000 {
+            let mut s = subject.as_bytes().to_vec();
+            let mut c = claims.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let i = next() % s.len();
+                s[i] = b",+=\\#\" ;"[next() % 8];
+                let j = next() % c.len();
+                c[j] = (next() % 256) as u8;
+            }
+            if let Ok(text) = std::str::from_utf8(&s) {
+                super::fuzzing::rfc4514(text);
+            }
+            super::fuzzing::claims(&c);
         }
     }
 }
