@@ -21,7 +21,7 @@ pub use challenge::{challenge_password, ChallengeError, CHALLENGE_PASSWORD};
 pub use decision::{Approval, Constraints, Decision, Denial, DenialReason, OneTimeRedemption};
 pub use signed_challenge::{
     mint_challenge, random_challenge_id, verify_signed_challenge, ChallengeKeys, Claims,
-    DecryptionKey, MintOptions, San, SignedChallenge, SignedChallengeTrust, StaticKeys,
+    DecryptionKey, MintError, MintOptions, San, SignedChallenge, SignedChallengeTrust, StaticKeys,
     TrustedSigner, VerifiedClaims,
 };
 pub use static_secret::StaticSecret;
