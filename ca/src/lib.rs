@@ -92,6 +92,14 @@ pub trait CaBackend: Send + Sync {
     /// The CA chain, DER-encoded: the issuing CA certificate first, then its issuers.
     fn chain(&self) -> &[Vec<u8>];
 
+    /// Whether `cert_der` was signed by this CA: by the key of `chain()[0]` by default; a
+    /// backend with several CA keys (a rollover's generations) checks each of them.
+    fn issued(&self, cert_der: &[u8]) -> bool {
+        self.chain()
+            .first()
+            .is_some_and(|ca_der| signed_by(cert_der, ca_der))
+    }
+
     /// Signs a v2 CRL (RFC 5280 §5) listing `revoked`, with a cRLNumber (§5.2.3) and an
     /// authorityKeyIdentifier (§5.2.1).
     fn crl(
@@ -150,6 +158,20 @@ pub mod fuzzing {
             }
         }
     }
+}
+
+/// Whether the certificate `cert_der` carries a valid signature by the key of the CA
+/// certificate `ca_der`. Unreadable input is `false`.
+pub fn signed_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok(cert), Ok(ca)) = (
+        openssl::x509::X509::from_der(cert_der),
+        openssl::x509::X509::from_der(ca_der),
+    ) else {
+        return false;
+    };
+    ca.public_key()
+        .and_then(|key| cert.verify(&key))
+        .unwrap_or(false)
 }
 
 /// Formats a serial number as uppercase hex without separators (`"01A2FF..."`): the one

@@ -471,6 +471,15 @@ impl Profile {
     pub fn crl_distribution_points(&self) -> &[String] {
         &self.crl_distribution_points
     }
+
+    /// The same profile with other cRLDistributionPoints URLs (the URLs are not re-checked:
+    /// the caller derives them from validated ones, as a CA rollover does).
+    pub fn with_crl_distribution_points(&self, urls: Vec<String>) -> Profile {
+        Profile {
+            crl_distribution_points: urls,
+            ..self.clone()
+        }
+    }
     /// OCSP URLs for authorityInfoAccess (RFC 5280 §4.2.2.1).
     pub fn ocsp_urls(&self) -> &[String] {
         &self.ocsp_urls

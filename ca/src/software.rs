@@ -156,6 +156,11 @@ impl SoftwareCa {
         self.chain.first().map_or(&[], Vec::as_slice)
     }
 
+    /// The CA certificate's notAfter.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
     /// The CA's private key (the RA signs nothing with it; `init` writes it out).
     pub fn private_key(&self) -> &PKey<Private> {
         &self.key
