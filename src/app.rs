@@ -10,11 +10,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::Template;
-use crate::crl::CrlPublisher;
+use crate::crl::CrlSet;
 use crate::enroll::{Enroller, PkiReply, Summary};
 use crate::http::request::{self, Endpoint, Operation};
 use crate::keys::RaIdentity;
-use crate::ocsp::responder::OcspResponder;
+use crate::ocsp::responder::OcspResponders;
 use crate::scep::reply::certs_only;
 
 /// Media types of RFC 8894 §4.
@@ -61,12 +61,10 @@ pub struct App {
 /// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
 #[derive(Debug, Clone)]
 pub struct RevocationServices {
-    /// `[ca] name`: the CRL is served at `/crl/<ca_name>.crl`.
-    pub ca_name: String,
-    /// The current CRL.
-    pub crl: Arc<CrlPublisher>,
-    /// The OCSP responder.
-    pub ocsp: Arc<OcspResponder>,
+    /// The CRL of each CA generation, served at `/crl/<name>.crl`.
+    pub crls: Arc<CrlSet>,
+    /// The OCSP responders.
+    pub ocsp: Arc<OcspResponders>,
 }
 
 /// A failure to build the [`App`] (never at request time).
@@ -118,10 +116,7 @@ impl App {
 
     /// Serves the CRL and OCSP endpoints.
     pub fn with_revocation_services(mut self, services: RevocationServices) -> Self {
-        self.revocation = Some(RevocationServices {
-            ca_name: services.ca_name.to_ascii_lowercase(),
-            ..services
-        });
+        self.revocation = Some(services);
         self
     }
 
@@ -265,13 +260,13 @@ impl App {
 impl App {
     /// `GET /crl/<name>.crl`: the current DER CRL.
     fn crl(&self, method: &Method, name: &str) -> Response<Bytes> {
-        let Some(services) = self.revocation.as_ref().filter(|s| s.ca_name == name) else {
+        let Some(publisher) = self.revocation.as_ref().and_then(|s| s.crls.get(name)) else {
             return plain(StatusCode::NOT_FOUND, "not found\n");
         };
         if !matches!(*method, Method::GET | Method::HEAD) {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
-        match services.crl.current() {
+        match publisher.current() {
             Some(published) => typed(StatusCode::OK, media::CRL, published.der),
             None => plain(StatusCode::SERVICE_UNAVAILABLE, "no CRL yet\n"),
         }

@@ -41,6 +41,8 @@ pub struct CrlPublisher {
     current: RwLock<Option<PublishedCrl>>,
     /// Serialises regenerations, so that a CRL never replaces one with a higher number.
     regenerating: Mutex<()>,
+    /// List only certificates this CA signed (when several CA generations share the store).
+    own_certificates_only: bool,
 }
 
 impl std::fmt::Debug for CrlPublisher {
@@ -60,7 +62,21 @@ impl CrlPublisher {
             next_update,
             current: RwLock::new(None),
             regenerating: Mutex::new(()),
+            own_certificates_only: false,
         }
+    }
+
+    /// Lists only the revoked certificates that this publisher's CA signed: needed when the
+    /// store also holds certificates of other CA generations (one signature check per
+    /// revoked certificate at each signing).
+    pub fn own_certificates_only(mut self) -> Self {
+        self.own_certificates_only = true;
+        self
+    }
+
+    /// Whether this publisher's CA signed `cert_der`.
+    pub fn covers(&self, cert_der: &[u8]) -> bool {
+        self.ca.issued(cert_der)
     }
 
     /// How often the schedule regenerates: half of nextUpdate - thisUpdate (at least a minute).
@@ -83,9 +99,11 @@ impl CrlPublisher {
             .regenerating
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let revoked: Vec<RevokedEntry> = self
-            .store
-            .revocations()?
+        let mut revocations = self.store.revocations()?;
+        if self.own_certificates_only {
+            revocations.retain(|(serial, _, _)| self.signed_here(serial));
+        }
+        let revoked: Vec<RevokedEntry> = revocations
             .into_iter()
             .map(|(serial, at, reason)| RevokedEntry {
                 serial,
@@ -113,6 +131,66 @@ impl CrlPublisher {
             "CRL published"
         );
         Ok(published)
+    }
+
+    /// Whether the stored certificate `serial` was signed by this CA. A record that cannot be
+    /// read is listed (a CRL that lists too much is safer than one that lists too little).
+    fn signed_here(&self, serial: &[u8]) -> bool {
+        match self.store.certificate(serial) {
+            Ok(Some(record)) => self.ca.issued(&record.der),
+            _ => true,
+        }
+    }
+}
+
+/// The CRLs of every CA generation in service, each at `/crl/<name>.crl`.
+#[derive(Debug)]
+pub struct CrlSet {
+    entries: Vec<(String, Arc<CrlPublisher>)>,
+}
+
+impl CrlSet {
+    /// The publishers by name; the first is the one of the generation in charge.
+    pub fn new(entries: Vec<(String, Arc<CrlPublisher>)>) -> Self {
+        Self { entries }
+    }
+
+    /// One publisher under `name`.
+    pub fn single(name: &str, publisher: Arc<CrlPublisher>) -> Self {
+        Self::new(vec![(name.to_owned(), publisher)])
+    }
+
+    /// The publisher served at `/crl/<name>.crl` (names compare case-insensitively).
+    pub fn get(&self, name: &str) -> Option<&Arc<CrlPublisher>> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, p)| p)
+    }
+
+    /// The publisher whose CA signed `cert_der`.
+    pub fn for_certificate(&self, cert_der: &[u8]) -> Option<&Arc<CrlPublisher>> {
+        self.entries
+            .iter()
+            .map(|(_, p)| p)
+            .find(|p| p.covers(cert_der))
+    }
+
+    /// Every publisher.
+    pub fn publishers(&self) -> impl Iterator<Item = &Arc<CrlPublisher>> {
+        self.entries.iter().map(|(_, p)| p)
+    }
+
+    /// Re-signs every CRL; every failure is logged, the first is returned.
+    pub fn regenerate_all(&self, now: SystemTime) -> Result<(), CrlError> {
+        let mut first_error = None;
+        for (name, publisher) in &self.entries {
+            if let Err(e) = publisher.regenerate(now) {
+                tracing::error!(crl = %name, error = %e, "CRL not signed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -15,10 +15,14 @@ use scepd_ca::SoftwareCa;
 
 use crate::app::App;
 use crate::config::RaConfig;
-use crate::keys::KeyPair;
+use crate::keys::{self, KeyPair};
+use crate::rollover::Generations;
 
 /// Validity of RA certificates, at `init` and at each renewal.
 pub const RA_VALIDITY_DAYS: u32 = 730;
+
+/// The renewal window when `[ra] renew_before_days` is not set.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 /// How often a running server checks whether the RA certificates are due (and once at
 /// start-up).
@@ -58,6 +62,21 @@ pub fn expires_within(
     Ok(not_after < now + window)
 }
 
+/// Renews the RA certificates of the CA generation in charge at `now` (from that
+/// generation's CA, into its files) when either is due; returns whether it did. A setup
+/// without RA certificates (the CA key decrypts and signs) has nothing to renew.
+pub fn renew_in_charge_if_due(
+    app: &App,
+    generations: &Generations,
+    now: SystemTime,
+) -> Result<bool, RenewalError> {
+    let generation = generations.active_at(now);
+    match &generation.ra_files {
+        Some(files) => renew_if_due(app, &generation.ca, files, now),
+        None => Ok(false),
+    }
+}
+
 /// Renews both RA certificates when either is due; returns whether it did.
 pub fn renew_if_due(
     app: &App,
@@ -76,11 +95,45 @@ pub fn renew_if_due(
     }
     let signer = reissue(ca, &current.signer.cert_der, RaPurpose::Signing)?;
     let encrypter = reissue(ca, &decrypter.cert_der, RaPurpose::Encryption)?;
+    // Kept so that a restart keeps the grace decryption key too (see `previous_pair`).
+    let (previous_cert, previous_key) = previous_paths(config);
+    write_pair(&previous_cert, &previous_key, decrypter)?;
     write_pair(&config.sign_cert, &config.sign_key, &signer)?;
     write_pair(&config.encrypt_cert, &config.encrypt_key, &encrypter)?;
     app.replace_ra(current.renewed(signer, encrypter))
         .map_err(|e| RenewalError::Swap(e.to_string()))?;
     Ok(true)
+}
+
+/// Where a renewal keeps the encryption pair it replaced: beside the current one, with
+/// `.previous` appended to each file name.
+pub fn previous_paths(config: &RaConfig) -> (PathBuf, PathBuf) {
+    let previous = |path: &Path| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".previous");
+        path.with_file_name(name)
+    };
+    (
+        previous(&config.encrypt_cert),
+        previous(&config.encrypt_key),
+    )
+}
+
+/// The encryption pair the last renewal replaced, while its certificate is still valid at
+/// `now`: a server started after a renewal keeps it as a grace decryption key. A missing or
+/// unreadable pair is no grace key (logged when unreadable).
+pub fn previous_pair(config: &RaConfig, now: SystemTime) -> Option<KeyPair> {
+    let (cert, key) = previous_paths(config);
+    if !cert.exists() {
+        return None;
+    }
+    let pair = keys::load_pair(&cert, &key, None)
+        .map_err(|e| tracing::warn!(error = %e, "previous RA encryption key not loaded"))
+        .ok()?;
+    match expires_within(&pair.cert_der, now, Duration::ZERO) {
+        Ok(false) => Some(pair),
+        _ => None,
+    }
 }
 
 /// A new key and a certificate for it with the subject of `old_der`.
@@ -111,7 +164,9 @@ fn key_pem(key: &PKey<Private>) -> Result<Vec<u8>, RenewalError> {
         .map_err(|e| RenewalError::Issue(e.to_string()))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RenewalError> {
+/// Writes `bytes` to a temporary file beside `path` (with `mode`), syncs it and renames it
+/// over `path`: readers see the old file or the new one, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RenewalError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let temp = temp_path(path);
     let failed = |source| RenewalError::Write {

@@ -1,55 +1,96 @@
-//! CA rollover (issue 4 item 7): `scepd ca rollover` prepares the next CA and its RA
-//! certificates and records them in `rollover.toml` beside scepd.toml; `serve` reads that file
-//! and answers GetNextCACert (RFC 8894 §3.5.3, §4.7) with them.
+//! CA rollover (issue 4 item 7). A CA *generation* is one CA key and certificate with its RA
+//! certificates. The first generation is the CA in scepd.toml's `[ca]` (and `[ra]`); each
+//! `scepd ca rollover` appends the next one to `rollover.toml` beside scepd.toml, with the time
+//! it takes over. GetNextCACert (RFC 8894 §3.5.3, §4.7) offers a generation until that time;
+//! from then on it issues. Every generation stays in service for what its certificates need
+//! after the switch: its own CRL at `/crl/<name>.crl`, OCSP answers, and renewals. Nothing has
+//! to be moved or finished by hand.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use scepd_ca::{
-    CaBackend, CaError, CaSignature, IssueRequest, Issued, RevocationReason, RevokedEntry,
+    CaBackend, CaError, CaSignature, IssueRequest, Issued, Profile, RevocationReason, RevokedEntry,
     SoftwareCa,
 };
 use serde::Deserialize;
 
-use crate::keys::{self, KeyError, KeyPair};
+use crate::config::{Config, RaConfig};
+use crate::keys::{self, KeyError, KeyPair, RaIdentity};
 use crate::scep::attributes::AttributeWriter;
 use crate::scep::signed::{certs_only, sign_message, SignatureStyle, Signing};
 use crate::scep::DigestAlg;
 
-/// The file, beside scepd.toml, that records a prepared rollover.
+/// The file, beside scepd.toml, that lists the generations after the first.
 pub const FILE_NAME: &str = "rollover.toml";
 
-/// `rollover.toml`, as `scepd ca rollover` writes it. Paths are relative to its directory.
-#[derive(Debug, Deserialize)]
+/// `rollover.toml`, as `scepd ca rollover` writes it.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollover {
-    /// When the next CA takes over (RFC 3339).
+    /// The generations after `[ca]`, oldest first.
+    #[serde(default)]
+    pub generation: Vec<RawGeneration>,
+}
+
+/// One `[[generation]]` of `rollover.toml`. Paths are relative to its directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeneration {
+    /// Its name in URLs: its certificates name `/crl/<name>.crl`.
+    pub name: String,
+    /// When it takes over (RFC 3339).
     pub switch_at: String,
-    /// The next CA certificate (PEM).
+    /// The CA certificate (PEM).
     pub ca_cert: PathBuf,
-    /// Its key (PEM; encrypted with the current CA key's passphrase, if it has one).
+    /// Its key (PEM; encrypted with the `[ca]` key's passphrase, if that has one).
     pub ca_key: PathBuf,
-    /// The next RA signing certificate, issued by the next CA.
+    /// The RA signing certificate, issued by this CA.
     pub ra_sign_cert: Option<PathBuf>,
     /// Its key.
     pub ra_sign_key: Option<PathBuf>,
-    /// The next RA encryption certificate, issued by the next CA.
+    /// The RA encryption certificate, issued by this CA.
     pub ra_encrypt_cert: Option<PathBuf>,
     /// Its key.
     pub ra_encrypt_key: Option<PathBuf>,
 }
 
-/// A prepared next CA, as served by GetNextCACert.
-pub struct NextCa {
-    /// When it takes over.
-    pub switch_at: SystemTime,
-    /// The next CA certificate, then the next RA signing and encryption certificates (DER).
-    pub certs: Vec<Vec<u8>>,
-    /// The next CA.
+/// One CA generation, loaded.
+pub struct Generation {
+    /// Its name in URLs (`[ca] name` for the first).
+    pub name: String,
+    /// When it takes over; `None` for the first, in charge from the start.
+    pub switch_at: Option<SystemTime>,
+    /// The CA.
     pub ca: Arc<SoftwareCa>,
-    /// The next RA signing and encryption pairs; without `[ra]`, the next CA pair for both.
+    /// The RA signing and encryption pairs; without `[ra]`, the CA pair for both.
     pub ra: (KeyPair, KeyPair),
+    /// Where the RA pairs live, so that they can renew themselves; `None` without `[ra]`.
+    pub ra_files: Option<RaConfig>,
+}
+
+impl Generation {
+    /// The RA identity of this generation, keeping `grace` as extra decryption keys.
+    pub fn ra_identity(&self, grace: impl IntoIterator<Item = KeyPair>) -> RaIdentity {
+        let mut decrypters = vec![self.ra.1.clone()];
+        decrypters.extend(grace);
+        RaIdentity {
+            signer: self.ra.0.clone(),
+            decrypters,
+            has_ra_certificates: self.ra_files.is_some(),
+        }
+    }
+
+    /// Whether its CA certificate has expired by `now` (its certificates have too).
+    fn expired(&self, now: SystemTime) -> bool {
+        self.ca.not_after() <= now
+    }
+}
+
+/// Every CA generation, oldest first; the first is `[ca]`.
+pub struct Generations {
+    list: Vec<Generation>,
 }
 
 /// Why a rollover could not be read or answered.
@@ -66,58 +107,193 @@ pub enum RolloverError {
     /// A certificate or key named in it.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The next CA cannot be used.
-    #[error("next CA: {0}")]
+    /// A CA cannot be used.
+    #[error("CA generation: {0}")]
     Ca(#[from] CaError),
     /// The GetNextCACert body could not be built.
     #[error("GetNextCACert: {0}")]
     Encode(String),
 }
 
-/// Reads `rollover.toml` beside `config_path`; `Ok(None)` when there is none. The next CA key
-/// is decrypted with `passphrase` (the current CA key's).
-pub fn load_next(
-    config_path: &Path,
-    passphrase: Option<&[u8]>,
-) -> Result<Option<NextCa>, RolloverError> {
-    let dir = config_path.parent().unwrap_or(Path::new("."));
-    let path = dir.join(FILE_NAME);
+/// Reads `rollover.toml` beside `config_path` (an empty list when there is none).
+pub fn read_raw(config_path: &Path) -> Result<RawRollover, RolloverError> {
+    let path = record_path(config_path);
     if !path.exists() {
-        return Ok(None);
+        return Ok(RawRollover::default());
     }
     let invalid = |reason: String| RolloverError::Invalid {
         path: path.display().to_string(),
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
-    let raw: RawRollover = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| invalid(e.to_string()))
+}
+
+/// `rollover.toml`'s path for `config_path`.
+pub fn record_path(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(FILE_NAME)
+}
+
+impl Generations {
+    /// The first generation (`first`, with `first_ra` from `[ra]`) and those `rollover.toml`
+    /// lists. Their keys are decrypted with `passphrase` (the `[ca]` key's).
+    pub fn load(
+        config_path: &Path,
+        config: &Config,
+        first: Arc<SoftwareCa>,
+        first_ra: &RaIdentity,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Self, RolloverError> {
+        let decrypter = first_ra
+            .current_decrypter()
+            .cloned()
+            .unwrap_or_else(|| first_ra.signer.clone());
+        let mut list = vec![Generation {
+            name: config.ca_name.clone(),
+            switch_at: None,
+            ca: first,
+            ra: (first_ra.signer.clone(), decrypter),
+            ra_files: config.ra.clone(),
+        }];
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let path = record_path(config_path);
+        let invalid = |reason: String| RolloverError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        for raw in read_raw(config_path)?.generation {
+            let generation = load_generation(dir, &raw, config, passphrase, &invalid)?;
+            let previous = list.last().and_then(|g| g.switch_at);
+            if previous.is_some_and(|p| generation.switch_at <= Some(p)) {
+                return Err(invalid(format!(
+                    "generation {} must switch after the one before it",
+                    generation.name
+                )));
+            }
+            if list.iter().any(|g| g.name == generation.name) {
+                return Err(invalid(format!(
+                    "two generations named {}",
+                    generation.name
+                )));
+            }
+            list.push(generation);
+        }
+        Ok(Self { list })
+    }
+
+    /// A single generation (no rollover), for tests and tools.
+    pub fn single(generation: Generation) -> Self {
+        Self {
+            list: vec![generation],
+        }
+    }
+
+    /// Every generation, oldest first.
+    pub fn all(&self) -> &[Generation] {
+        &self.list
+    }
+
+    /// Every generation whose certificates may still be in use at `now`: those whose CA
+    /// certificate has not expired, and always the one in charge.
+    pub fn in_service(&self, now: SystemTime) -> impl Iterator<Item = &Generation> {
+        let active = self.active_index(now);
+        self.list
+            .iter()
+            .enumerate()
+            .filter(move |(i, g)| *i == active || !g.expired(now))
+            .map(|(_, g)| g)
+    }
+
+    /// Index of the generation in charge at `now`: the last one whose switch time has come
+    /// (the first has none and is always a candidate).
+    fn active_index(&self, now: SystemTime) -> usize {
+        self.list
+            .iter()
+            .rposition(|g| g.switch_at.is_none_or(|at| at <= now))
+            .unwrap_or(0)
+    }
+
+    /// The generation in charge at `now`.
+    pub fn active_at(&self, now: SystemTime) -> &Generation {
+        // `list` is never empty (`load` and `single` put one in), and the index is in range.
+        &self.list[self.active_index(now)]
+    }
+
+    /// The generation before the one in charge at `now` (its RA encryption key is kept as a
+    /// grace decryption key after a switch).
+    pub fn previous_at(&self, now: SystemTime) -> Option<&Generation> {
+        self.active_index(now)
+            .checked_sub(1)
+            .and_then(|i| self.list.get(i))
+    }
+
+    /// The generation that takes over after `now`, if one is prepared.
+    pub fn next_at(&self, now: SystemTime) -> Option<&Generation> {
+        self.list.get(self.active_index(now) + 1)
+    }
+}
+
+fn load_generation(
+    dir: &Path,
+    raw: &RawGeneration,
+    config: &Config,
+    passphrase: Option<&[u8]>,
+    invalid: &dyn Fn(String) -> RolloverError,
+) -> Result<Generation, RolloverError> {
+    if !is_url_name(&raw.name) {
+        return Err(invalid(format!(
+            "generation name {:?} must be letters, digits, '-' or '_'",
+            raw.name
+        )));
+    }
     let switch_at = parse_rfc3339(&raw.switch_at).map_err(invalid)?;
     let ca_pair = keys::load_pair(&dir.join(&raw.ca_cert), &dir.join(&raw.ca_key), passphrase)?;
     let ca = SoftwareCa::from_parts(ca_pair.cert_der.clone(), ca_pair.key.clone(), Vec::new())?;
-    let ra = match (
+    let (ra, ra_files) = match (
         &raw.ra_sign_cert,
         &raw.ra_sign_key,
         &raw.ra_encrypt_cert,
         &raw.ra_encrypt_key,
     ) {
-        (Some(sc), Some(sk), Some(ec), Some(ek)) => (
-            keys::load_pair(&dir.join(sc), &dir.join(sk), None)?,
-            keys::load_pair(&dir.join(ec), &dir.join(ek), None)?,
-        ),
-        (None, None, None, None) => (ca_pair.clone(), ca_pair.clone()),
+        (Some(sc), Some(sk), Some(ec), Some(ek)) => {
+            let files = RaConfig {
+                sign_cert: dir.join(sc),
+                sign_key: dir.join(sk),
+                encrypt_cert: dir.join(ec),
+                encrypt_key: dir.join(ek),
+                renew_before: config
+                    .ra
+                    .as_ref()
+                    .map_or(crate::ra_renewal::DEFAULT_WINDOW, |ra| ra.renew_before),
+            };
+            let pairs = (
+                keys::load_pair(&files.sign_cert, &files.sign_key, None)?,
+                keys::load_pair(&files.encrypt_cert, &files.encrypt_key, None)?,
+            );
+            (pairs, Some(files))
+        }
+        (None, None, None, None) => ((ca_pair.clone(), ca_pair), None),
         _ => return Err(invalid("the ra_* entries go together".into())),
     };
-    let mut certs = vec![ca_pair.cert_der.clone()];
-    if raw.ra_sign_cert.is_some() {
-        certs.push(ra.0.cert_der.clone());
-        certs.push(ra.1.cert_der.clone());
-    }
-    Ok(Some(NextCa {
-        switch_at,
-        certs,
+    Ok(Generation {
+        name: raw.name.clone(),
+        switch_at: Some(switch_at),
         ca: Arc::new(ca),
         ra,
-    }))
+        ra_files,
+    })
+}
+
+/// Whether `name` can be a CRL name in `/crl/<name>.crl` (as the HTTP router reads it).
+pub fn is_url_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// Parses an RFC 3339 time.
@@ -130,16 +306,19 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
 /// The GetNextCACert body (RFC 8894 §4.7): a SignedData signed by the current CA key whose
 /// eContent is a degenerate certs-only SignedData of the next CA and RA certificates.
 pub fn next_ca_body(
-    next: &NextCa,
-    current_ca_der: &[u8],
-    current_ca_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    next: &Generation,
+    current: &SoftwareCa,
     now: SystemTime,
 ) -> Result<Vec<u8>, RolloverError> {
-    let certs: Vec<&[u8]> = next.certs.iter().map(Vec::as_slice).collect();
+    let mut certs: Vec<&[u8]> = vec![next.ca.certificate_der()];
+    if next.ra_files.is_some() {
+        certs.push(&next.ra.0.cert_der);
+        certs.push(&next.ra.1.cert_der);
+    }
     let inner = certs_only(&certs).map_err(|e| RolloverError::Encode(e.to_string()))?;
     let signing = Signing {
-        cert_der: current_ca_der,
-        key: current_ca_key,
+        cert_der: current.certificate_der(),
+        key: current.private_key(),
         digest: DigestAlg::Sha256,
         style: SignatureStyle::Named,
         signing_time: now,
@@ -148,42 +327,60 @@ pub fn next_ca_body(
         .map_err(|e| RolloverError::Encode(e.to_string()))
 }
 
-/// The CA port during a rollover: the current CA until `switch_at`, the next one from then
-/// on, decided by the clock at each call. Enroller, CRL publisher and OCSP responder hold it
-/// as their `CaBackend`, so the running server issues with the next CA at `switch_at`.
+/// The CA port across generations: each call goes to the generation in charge at its time,
+/// so a running server issues with the next CA from its switch time on. Certificates of
+/// every generation count as ours (renewal), and a later generation's certificates name its
+/// own CRL: a cRLDistributionPoint ending in `/crl/<first name>.crl` is rewritten to
+/// `/crl/<its name>.crl`.
 pub struct RollingCa {
-    current: Arc<SoftwareCa>,
-    next: Arc<SoftwareCa>,
-    switch_at: SystemTime,
+    generations: Arc<Generations>,
 }
 
 impl RollingCa {
-    /// Rolls from `current` to `next` at `switch_at`.
-    pub fn new(current: Arc<SoftwareCa>, next: Arc<SoftwareCa>, switch_at: SystemTime) -> Self {
-        Self {
-            current,
-            next,
-            switch_at,
-        }
+    /// Issues across `generations`.
+    pub fn new(generations: Arc<Generations>) -> Self {
+        Self { generations }
     }
 
     /// The CA in charge at `now`.
     pub fn active_at(&self, now: SystemTime) -> &Arc<SoftwareCa> {
-        if now >= self.switch_at {
-            &self.next
-        } else {
-            &self.current
-        }
+        &self.generations.active_at(now).ca
     }
 
     fn active(&self) -> &SoftwareCa {
         self.active_at(SystemTime::now())
     }
+
+    /// `profile` with its CRL URLs pointing at `generation`'s CRL.
+    fn profile_for(&self, profile: &Profile, generation: &Generation) -> Option<Profile> {
+        let first = &self.generations.all().first()?.name;
+        if generation.name == *first {
+            return None;
+        }
+        let from = format!("/crl/{first}.crl");
+        let to = format!("/crl/{}.crl", generation.name);
+        let urls = profile
+            .crl_distribution_points()
+            .iter()
+            .map(|url| match url.strip_suffix(&from) {
+                Some(base) => format!("{base}{to}"),
+                None => url.clone(),
+            })
+            .collect();
+        Some(profile.with_crl_distribution_points(urls))
+    }
 }
 
 impl CaBackend for RollingCa {
     fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, CaError> {
-        self.active().issue(request)
+        let generation = self.generations.active_at(request.now);
+        match self.profile_for(request.profile, generation) {
+            Some(profile) => generation.ca.issue(&IssueRequest {
+                profile: &profile,
+                ..*request
+            }),
+            None => generation.ca.issue(request),
+        }
     }
 
     fn revoke(
@@ -197,6 +394,10 @@ impl CaBackend for RollingCa {
 
     fn chain(&self) -> &[Vec<u8>] {
         self.active().chain()
+    }
+
+    fn issued(&self, cert_der: &[u8]) -> bool {
+        self.generations.all().iter().any(|g| g.ca.issued(cert_der))
     }
 
     fn crl(
@@ -222,21 +423,79 @@ mod tests {
 
     use super::*;
 
-    fn software_ca(cn: &str) -> Arc<SoftwareCa> {
+    fn generation(cn: &str, name: &str, switch_at: Option<SystemTime>) -> Generation {
         let key = scepd_ca::generate_key(scepd_ca::KeySpec::P256).unwrap();
         let cert = scepd_ca::self_signed_ca(&key, cn, 30).unwrap();
-        Arc::new(SoftwareCa::from_parts(cert, key, Vec::new()).unwrap())
+        let pair = KeyPair {
+            cert_der: cert.clone(),
+            key: key.clone(),
+        };
+        Generation {
+            name: name.into(),
+            switch_at,
+            ca: Arc::new(SoftwareCa::from_parts(cert, key, Vec::new()).unwrap()),
+            ra: (pair.clone(), pair),
+            ra_files: None,
+        }
     }
 
     #[test]
-    fn the_rolling_ca_hands_over_at_the_switch_time() {
-        let (current, next) = (software_ca("CN=current"), software_ca("CN=next"));
-        let switch_at = SystemTime::now() + Duration::from_secs(3600);
-        let rolling = RollingCa::new(Arc::clone(&current), Arc::clone(&next), switch_at);
-        let before = switch_at - Duration::from_secs(1);
-        assert!(Arc::ptr_eq(rolling.active_at(before), &current));
-        assert!(Arc::ptr_eq(rolling.active_at(switch_at), &next));
-        assert_eq!(rolling.chain(), current.chain(), "now is before the switch");
+    fn the_generation_in_charge_follows_the_switch_times() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let generations = Generations {
+            list: vec![
+                generation("CN=first", "ca", None),
+                generation("CN=second", "ca-2", Some(now - hour)),
+                generation("CN=third", "ca-3", Some(now + hour)),
+            ],
+        };
+        assert_eq!(generations.active_at(now - 2 * hour).name, "ca");
+        assert_eq!(generations.active_at(now).name, "ca-2");
+        assert_eq!(generations.previous_at(now).unwrap().name, "ca");
+        assert_eq!(generations.next_at(now).unwrap().name, "ca-3");
+        assert_eq!(generations.active_at(now + hour).name, "ca-3");
+        assert!(generations.next_at(now + hour).is_none());
+        let rolling = RollingCa::new(Arc::new(generations));
+        assert_eq!(rolling.active_at(now).certificate_der(), rolling.chain()[0]);
+    }
+
+    #[test]
+    fn certificates_of_every_generation_count_as_issued_and_name_their_own_crl() {
+        let now = SystemTime::now();
+        let old = generation("CN=CA", "ca", None);
+        let new = generation("CN=CA", "ca-2", Some(now - Duration::from_secs(60)));
+        let leaf_key = scepd_ca::generate_key(scepd_ca::KeySpec::P256).unwrap();
+        let old_leaf =
+            scepd_ca::issue_ocsp_responder_certificate(&old.ca, &leaf_key, "CN=x", 1).unwrap();
+        let foreign = generation("CN=CA", "other", None);
+        let foreign_leaf =
+            scepd_ca::issue_ocsp_responder_certificate(&foreign.ca, &leaf_key, "CN=x", 1).unwrap();
+        let rolling = RollingCa::new(Arc::new(Generations {
+            list: vec![old, new],
+        }));
+        assert!(
+            rolling.issued(&old_leaf),
+            "the previous generation's certificate"
+        );
+        assert!(!rolling.issued(&foreign_leaf), "same subject, another key");
+
+        let raw: scepd_ca::RawProfile = toml::from_str(
+            r#"crl_distribution_points = ["http://h/crl/ca.crl", "http://other/x.crl"]"#,
+        )
+        .unwrap();
+        let profile = raw.validate("t").unwrap();
+        let generations = &rolling.generations;
+        let rewritten = rolling
+            .profile_for(&profile, generations.active_at(now))
+            .unwrap();
+        assert_eq!(
+            rewritten.crl_distribution_points(),
+            ["http://h/crl/ca-2.crl", "http://other/x.crl"]
+        );
+        assert!(rolling
+            .profile_for(&profile, &generations.all()[0])
+            .is_none());
     }
 
     #[test]

@@ -152,9 +152,9 @@ fn get_crl_returns_a_signed_crl_listing_revocations() {
     instance
         .app
         .enroller()
-        .crl_publisher()
+        .crls()
         .expect("serve publishes a CRL")
-        .regenerate(SystemTime::now())
+        .regenerate_all(SystemTime::now())
         .unwrap();
     let (_, view) = query(
         &instance,

@@ -50,10 +50,22 @@ fn ra_certificates_renew_in_service_and_the_old_encryption_key_still_opens() {
     assert_eq!(before.status, PkiStatus::Success);
 
     let now = SystemTime::now();
-    assert!(!renew_if_due(&loaded.app, &loaded.software_ca, &ra_config, now).unwrap());
+    assert!(!renew_if_due(
+        &loaded.app,
+        &loaded.generations.all()[0].ca,
+        &ra_config,
+        now
+    )
+    .unwrap());
     // 710 days on, the 730-day RA certificates are inside the 30-day window.
     let later = now + 710 * DAY;
-    assert!(renew_if_due(&loaded.app, &loaded.software_ca, &ra_config, later).unwrap());
+    assert!(renew_if_due(
+        &loaded.app,
+        &loaded.generations.all()[0].ca,
+        &ra_config,
+        later
+    )
+    .unwrap());
 
     let certs = get_ca_certs(&loaded);
     let (new_recipient, new_signer) = client::select_ra_certs(&certs).unwrap();
@@ -68,7 +80,7 @@ fn ra_certificates_renew_in_service_and_the_old_encryption_key_still_opens() {
     let grace = enroll(&loaded, &old_recipient, &new_signer, "to-the-old-ra");
     assert_eq!(grace.status, PkiStatus::Success, "grace decrypter");
 
-    // A restart loads the renewed files.
+    // A restart loads the renewed files, and keeps the replaced encryption key as grace.
     assert_eq!(
         scepd::keys::load_cert_der(&ra_config.encrypt_cert).unwrap(),
         new_recipient
@@ -77,6 +89,15 @@ fn ra_certificates_renew_in_service_and_the_old_encryption_key_still_opens() {
         scepd::keys::load_cert_der(&ra_config.sign_cert).unwrap(),
         new_signer
     );
+    drop(loaded);
+    let restarted = load(&config_path).unwrap_or_else(|e| panic!("reload: {e:?}"));
+    let grace = enroll(
+        &restarted,
+        &old_recipient,
+        &new_signer,
+        "old-ra-after-restart",
+    );
+    assert_eq!(grace.status, PkiStatus::Success, "grace survives a restart");
 }
 
 /// `scepd serve` with a renewal window longer than the RA validity: the start-up check
@@ -183,4 +204,48 @@ fn http(addr: std::net::SocketAddr, method: &str, target: &str, body: &[u8]) -> 
 fn subject(der: &[u8]) -> String {
     let cert = openssl::x509::X509::from_der(der).unwrap();
     format!("{:?}", cert.subject_name())
+}
+
+/// After a CA switch the RA certificates in service are the new generation's: they renew
+/// from the new CA into that generation's files, and the first generation's stay as they were.
+#[test]
+fn after_a_ca_switch_the_new_generations_ra_certificates_renew_from_the_new_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = init_dir(dir.path(), &Setup::default());
+    let rollover = common::run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scepd"))
+            .args([
+                "ca",
+                "rollover",
+                "--switch-at",
+                "2020-01-01T00:00:00Z",
+                "--config",
+            ])
+            .arg(&config_path),
+        Duration::from_secs(60),
+    );
+    assert!(rollover.status.success(), "{}", common::describe(&rollover));
+    let pem = |name: &str| scepd::keys::load_cert_der(&dir.path().join(name)).unwrap();
+    let (first_encrypt, second_encrypt) = (pem("ra-encrypt.pem"), pem("ra-encrypt-2.pem"));
+    let loaded = load(&config_path).unwrap_or_else(|e| panic!("load: {e:?}"));
+    let now = SystemTime::now();
+    let generations = &loaded.generations;
+    assert!(!scepd::ra_renewal::renew_in_charge_if_due(&loaded.app, generations, now).unwrap());
+    let later = now + 710 * DAY;
+    assert!(scepd::ra_renewal::renew_in_charge_if_due(&loaded.app, generations, later).unwrap());
+
+    let (recipient, signer) = client::select_ra_certs(&get_ca_certs(&loaded)).unwrap();
+    assert_ne!(recipient, second_encrypt);
+    assert_eq!(pem("ra-encrypt-2.pem"), recipient, "the generation's files");
+    assert_eq!(pem("ra-sign-2.pem"), signer);
+    assert_eq!(
+        pem("ra-encrypt.pem"),
+        first_encrypt,
+        "the first generation's untouched"
+    );
+    let new_ca = pem("ca-2.pem");
+    assert!(support::openssl_verify(&new_ca, &recipient));
+    assert!(support::openssl_verify(&new_ca, &signer));
+    let view = enroll(&loaded, &recipient, &signer, "after-generation-renewal");
+    assert_eq!(view.status, PkiStatus::Success);
 }

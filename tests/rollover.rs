@@ -107,7 +107,7 @@ fn get_next_ca_cert_serves_the_next_ca_after_scepd_ca_rollover() {
     assert_eq!(subject(next), subject(&current));
     assert_eq!(
         next,
-        &scepd::keys::load_cert_der(&dir.path().join("ca-next.pem")).unwrap()
+        &scepd::keys::load_cert_der(&dir.path().join("ca-2.pem")).unwrap()
     );
     assert!(support::is_ca(next));
     for ra in &certs[1..] {
@@ -118,7 +118,7 @@ fn get_next_ca_cert_serves_the_next_ca_after_scepd_ca_rollover() {
         assert!(!openssl_verify(&current, ra));
     }
     use std::os::unix::fs::PermissionsExt;
-    for key in ["ca-next.key", "ra-sign-next.key", "ra-encrypt-next.key"] {
+    for key in ["ca-2.key", "ra-sign-2.key", "ra-encrypt-2.key"] {
         let mode = std::fs::metadata(dir.path().join(key))
             .unwrap()
             .permissions()
@@ -156,13 +156,13 @@ fn after_the_switch_time_the_next_ca_issues_and_the_old_ra_key_still_opens() {
     let old_recipient = pem_der(&dir.path().join("ra-encrypt.pem"));
     let run = rollover(&config, &["--switch-at", "2020-01-01T00:00:00Z"]);
     assert!(run.status.success(), "{}", common::describe(&run));
-    let new_ca = pem_der(&dir.path().join("ca-next.pem"));
+    let new_ca = pem_der(&dir.path().join("ca-2.pem"));
 
     let loaded = load(&config).unwrap_or_else(|e| panic!("load: {e:?}"));
     let certs = client::parse_ca_certs(get(&loaded, "GetCACert").body()).unwrap();
     assert_eq!(certs[0], new_ca, "GetCACert answers with the new chain");
     let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
-    assert_eq!(recipient, pem_der(&dir.path().join("ra-encrypt-next.pem")));
+    assert_eq!(recipient, pem_der(&dir.path().join("ra-encrypt-2.pem")));
     // The next CA is now the current one: it is no longer offered as the next.
     let caps = get(&loaded, "GetCACaps");
     assert!(!String::from_utf8_lossy(caps.body())
@@ -217,7 +217,7 @@ fn a_running_server_switches_to_the_next_ca_at_the_switch_time() {
     let prepared_at = std::time::Instant::now();
     let run = rollover(&config, &["--switch-at", &switch_text]);
     assert!(run.status.success(), "{}", common::describe(&run));
-    let new_ca = pem_der(&dir.path().join("ca-next.pem"));
+    let new_ca = pem_der(&dir.path().join("ca-2.pem"));
 
     let mut server = ChildGuard::spawn(
         std::process::Command::new(env!("CARGO_BIN_EXE_scepd"))
@@ -277,4 +277,209 @@ fn http(addr: std::net::SocketAddr, method: &str, target: &str, body: &[u8]) -> 
         .position(|w| w == b"\r\n\r\n")
         .expect("a header block");
     response[split + 4..].to_vec()
+}
+
+/// The status `/ocsp` gives for `cert` issued by `issuer`, after checking that the answer
+/// is signed by that issuer.
+fn ocsp_status(loaded: &Loaded, cert: &[u8], issuer: &[u8]) -> openssl::ocsp::OcspCertStatus {
+    use openssl::hash::MessageDigest;
+    use openssl::ocsp::{OcspCertId, OcspFlag, OcspRequest, OcspResponse, OcspResponseStatus};
+    use openssl::x509::X509;
+    let (cert, issuer) = (
+        X509::from_der(cert).unwrap(),
+        X509::from_der(issuer).unwrap(),
+    );
+    let id = || OcspCertId::from_cert(MessageDigest::sha1(), &cert, &issuer).unwrap();
+    let mut request = OcspRequest::new().unwrap();
+    request.add_id(id()).unwrap();
+    let http = Request::post("/ocsp")
+        .header("content-type", "application/ocsp-request")
+        .body(Bytes::from(request.to_der().unwrap()))
+        .unwrap();
+    let body = runtime().block_on(loaded.app.handle(http)).into_body();
+    let response = OcspResponse::from_der(&body).unwrap();
+    assert_eq!(response.status(), OcspResponseStatus::SUCCESSFUL);
+    let basic = response.basic().unwrap();
+    let mut certs = openssl::stack::Stack::new().unwrap();
+    certs.push(issuer.clone()).unwrap();
+    let store = openssl::x509::store::X509StoreBuilder::new()
+        .unwrap()
+        .build();
+    basic
+        .verify(&certs, &store, OcspFlag::TRUST_OTHER)
+        .expect("signed by the certificate's own CA");
+    basic.find_status(&id()).expect("a status").status
+}
+
+/// The CRL served at `path`, verified with `ca`'s key; the serials it lists.
+fn crl_serials(loaded: &Loaded, path: &str, ca: &[u8]) -> Vec<Vec<u8>> {
+    let request = Request::get(path).body(Bytes::new()).unwrap();
+    let response = runtime().block_on(loaded.app.handle(request));
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    let crl = openssl::x509::X509Crl::from_der(response.body()).unwrap();
+    let ca = openssl::x509::X509::from_der(ca).unwrap();
+    assert!(
+        crl.verify(&ca.public_key().unwrap()).unwrap(),
+        "{path} signed by its CA"
+    );
+    crl.get_revoked()
+        .map(|stack| {
+            stack
+                .iter()
+                .map(|r| r.serial_number().to_bn().unwrap().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn serial(der: &[u8]) -> Vec<u8> {
+    openssl::x509::X509::from_der(der)
+        .unwrap()
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_vec()
+}
+
+fn text(der: &[u8]) -> String {
+    String::from_utf8(
+        openssl::x509::X509::from_der(der)
+            .unwrap()
+            .to_text()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// After the switch, the previous CA's certificates keep their revocation status (their own
+/// CRL at the URL they name, OCSP answers signed by their CA) and can renew; the new CA's
+/// certificates name its own CRL. Also across a restart, which loads both generations.
+#[test]
+fn after_a_switch_both_generations_keep_crl_ocsp_and_renewal() {
+    use openssl::ocsp::OcspCertStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let config = init_dir(dir.path(), &Setup::default());
+    let old_ca = pem_der(&dir.path().join("ca.pem"));
+    let renewing = Device::rsa(2048);
+    let (old_cert, old_to_renew) = {
+        let loaded = load(&config).unwrap_or_else(|e| panic!("load: {e:?}"));
+        let certs = client::parse_ca_certs(get(&loaded, "GetCACert").body()).unwrap();
+        let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
+        let post = |der| post(&loaded, der);
+        let old_cert = enroll_with(post, &recipient, &signer, "old-generation");
+        let to_renew = enroll_device(&loaded, &renewing, &recipient, &signer, "renew-later");
+        (old_cert, to_renew)
+    };
+    assert!(
+        text(&old_cert).contains("/crl/ca.crl"),
+        "{}",
+        text(&old_cert)
+    );
+
+    let run = rollover(&config, &["--switch-at", "2020-01-01T00:00:00Z"]);
+    assert!(run.status.success(), "{}", common::describe(&run));
+    let new_ca = pem_der(&dir.path().join("ca-2.pem"));
+    let status = common::run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scepd"))
+            .args(["ca", "status", "--config"])
+            .arg(&config),
+        DEADLINE,
+    );
+    let listing = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(listing.contains("ca\t-\t"), "{listing}");
+    assert!(
+        listing.contains("previous (CRL, OCSP, renewal)"),
+        "{listing}"
+    );
+    assert!(listing.contains("ca-2\t2020-01-01T00:00:00Z"), "{listing}");
+
+    let loaded = load(&config).unwrap_or_else(|e| panic!("load: {e:?}"));
+    let certs = client::parse_ca_certs(get(&loaded, "GetCACert").body()).unwrap();
+    let (recipient, signer) = client::select_ra_certs(&certs).unwrap();
+    let new_cert = enroll_with(
+        |der| post(&loaded, der),
+        &recipient,
+        &signer,
+        "new-generation",
+    );
+    assert!(openssl_verify(&new_ca, &new_cert));
+    assert!(
+        text(&new_cert).contains("/crl/ca-2.crl"),
+        "{}",
+        text(&new_cert)
+    );
+
+    assert_eq!(
+        ocsp_status(&loaded, &old_cert, &old_ca),
+        OcspCertStatus::GOOD
+    );
+    assert_eq!(
+        ocsp_status(&loaded, &new_cert, &new_ca),
+        OcspCertStatus::GOOD
+    );
+    let store = loaded.app.enroller().store();
+    store
+        .revoke(
+            &serial(&old_cert),
+            "keyCompromise",
+            "test",
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let crls = loaded.app.enroller().crls().expect("CRLs");
+    crls.regenerate_all(std::time::SystemTime::now()).unwrap();
+    assert_eq!(
+        ocsp_status(&loaded, &old_cert, &old_ca),
+        OcspCertStatus::REVOKED
+    );
+    assert_eq!(
+        ocsp_status(&loaded, &new_cert, &new_ca),
+        OcspCertStatus::GOOD
+    );
+    assert_eq!(
+        crl_serials(&loaded, "/crl/ca.crl", &old_ca),
+        [serial(&old_cert)]
+    );
+    assert!(crl_serials(&loaded, "/crl/ca-2.crl", &new_ca).is_empty());
+
+    // A certificate of the previous CA renews; the new CA issues the renewal.
+    let old_identity = client::ClientIdentity {
+        cert_der: old_to_renew.clone(),
+        key: renewing.key.clone(),
+    };
+    let fresh = Device::rsa(2048);
+    let csr = fresh.simple_csr("renew-later", CHALLENGE);
+    let mut opts = options("renew-after-switch");
+    opts.message_type = scepd::scep::MessageType::RenewalReq;
+    let prepared = client::build_request(&csr, &recipient, &old_identity, &opts).unwrap();
+    let body = post(&loaded, prepared.der.clone());
+    let view = client::read_cert_rep(&body, &prepared, &signer, &old_identity).unwrap();
+    assert_eq!(view.status, PkiStatus::Success, "{view:?}");
+    assert!(openssl_verify(&new_ca, &view.certs[0]));
+}
+
+fn post(loaded: &Loaded, der: Vec<u8>) -> Vec<u8> {
+    let request = Request::post("/scep?operation=PKIOperation")
+        .body(Bytes::from(der))
+        .unwrap();
+    runtime()
+        .block_on(loaded.app.handle(request))
+        .into_body()
+        .to_vec()
+}
+
+/// Enrolls `device` (its key in the CSR and as the signer); the issued certificate.
+fn enroll_device(
+    loaded: &Loaded,
+    device: &Device,
+    recipient: &[u8],
+    reply_signer: &[u8],
+    id: &str,
+) -> Vec<u8> {
+    let csr = device.simple_csr(id, CHALLENGE);
+    let prepared = client::build_request(&csr, recipient, &device.signer, &options(id)).unwrap();
+    let body = post(loaded, prepared.der.clone());
+    let view = client::read_cert_rep(&body, &prepared, reply_signer, &device.signer).unwrap();
+    assert_eq!(view.status, PkiStatus::Success, "{id}: {view:?}");
+    view.certs[0].clone()
 }

@@ -1,5 +1,6 @@
-//! `scepd ca rollover`: prepares the next CA (a new key of the same type, self-signed, same
-//! subject) and RA certificates issued by it, and records them in `rollover.toml`.
+//! `scepd ca rollover`: prepares the next CA generation (a new key of the same type,
+//! self-signed, the same subject) and RA certificates issued by it, and appends it to
+//! `rollover.toml`. `scepd ca status`: lists the generations.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -8,7 +9,7 @@ use openssl::pkey::{Id, PKey, Private};
 use scepd_ca::certgen::{self, KeySpec, RaPurpose};
 use scepd_ca::SoftwareCa;
 
-use super::init::{pem_of, write_file, write_secret};
+use super::init::{pem_of, write_secret};
 use crate::config::Config;
 use crate::keys;
 use crate::ra_renewal::RA_VALIDITY_DAYS;
@@ -32,6 +33,8 @@ pub struct CaArgs {
 pub enum CaCommand {
     /// Prepare the next CA and its RA certificates; GetNextCACert serves them.
     Rollover(RolloverArgs),
+    /// List the CA generations: name, switch time, notAfter, and which one is in charge.
+    Status(super::ConfigArg),
 }
 
 /// `scepd ca rollover`
@@ -61,60 +64,202 @@ pub fn run(args: &CaArgs) -> u8 {
                 1
             }
         },
+        CaCommand::Status(args) => match status(&args.config) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
     }
+}
+
+/// One line per generation: name, switch time, CA notAfter, state.
+fn status(config_path: &Path) -> Result<String, String> {
+    let config = Config::load(config_path).map_err(|e| e.0.join("; "))?;
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let now = SystemTime::now();
+    let mut rows = vec![(
+        config.ca_name.clone(),
+        None,
+        keys::load_cert_der(&config.ca.cert).map_err(|e| e.to_string())?,
+    )];
+    for generation in rollover::read_raw(config_path)
+        .map_err(|e| e.to_string())?
+        .generation
+    {
+        let switch_at = rollover::parse_rfc3339(&generation.switch_at)?;
+        let cert =
+            keys::load_cert_der(&dir.join(&generation.ca_cert)).map_err(|e| e.to_string())?;
+        rows.push((generation.name, Some(switch_at), cert));
+    }
+    let in_charge = rows
+        .iter()
+        .rposition(|(_, at, _)| at.is_none_or(|at| at <= now))
+        .unwrap_or(0);
+    let mut text = String::from("NAME\tSWITCH_AT\tNOT_AFTER\tSTATE\n");
+    for (index, (name, switch_at, cert)) in rows.iter().enumerate() {
+        let not_after = not_after_of(cert)?;
+        let state = match index.cmp(&in_charge) {
+            std::cmp::Ordering::Equal => "in charge",
+            std::cmp::Ordering::Greater => "next (GetNextCACert)",
+            std::cmp::Ordering::Less if not_after <= now => "expired",
+            std::cmp::Ordering::Less => "previous (CRL, OCSP, renewal)",
+        };
+        let switch = match switch_at {
+            Some(at) => rfc3339(*at)?,
+            None => "-".into(),
+        };
+        text.push_str(&format!(
+            "{name}\t{switch}\t{}\t{state}\n",
+            rfc3339(not_after)?
+        ));
+    }
+    Ok(text)
+}
+
+fn not_after_of(cert_der: &[u8]) -> Result<SystemTime, String> {
+    use der::Decode;
+    x509_cert::Certificate::from_der(cert_der)
+        .map(|c| c.tbs_certificate.validity.not_after.to_system_time())
+        .map_err(|e| e.to_string())
+}
+
+fn rfc3339(at: SystemTime) -> Result<String, String> {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())
+}
+
+/// The CA and RA files of the generation in charge now, which the next one succeeds.
+struct Predecessor {
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    /// RA signing and encryption certificates, when the setup has RA certificates.
+    ra_certs: Option<(PathBuf, PathBuf)>,
+    switch_at: Option<SystemTime>,
+}
+
+fn predecessor(
+    config: &Config,
+    dir: &Path,
+    last: Option<&rollover::RawGeneration>,
+) -> Result<Predecessor, String> {
+    Ok(match last {
+        None => Predecessor {
+            ca_cert: config.ca.cert.clone(),
+            ca_key: config.ca.key.clone(),
+            ra_certs: config
+                .ra
+                .as_ref()
+                .map(|ra| (ra.sign_cert.clone(), ra.encrypt_cert.clone())),
+            switch_at: None,
+        },
+        Some(generation) => Predecessor {
+            ca_cert: dir.join(&generation.ca_cert),
+            ca_key: dir.join(&generation.ca_key),
+            ra_certs: generation
+                .ra_sign_cert
+                .as_ref()
+                .zip(generation.ra_encrypt_cert.as_ref())
+                .map(|(sign, encrypt)| (dir.join(sign), dir.join(encrypt))),
+            switch_at: Some(rollover::parse_rfc3339(&generation.switch_at)?),
+        },
+    })
 }
 
 fn rollover(args: &RolloverArgs) -> Result<PathBuf, String> {
     let config = Config::load(&args.config).map_err(|e| e.0.join("; "))?;
     let dir = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let record = dir.join(rollover::FILE_NAME);
-    if record.exists() {
-        return Err(format!(
-            "{} exists: a rollover is already prepared",
-            record.display()
-        ));
-    }
+    let record = rollover::record_path(&args.config);
+    let existing = rollover::read_raw(&args.config).map_err(|e| e.to_string())?;
     let switch_at = switch_time(args)?;
+    let previous = predecessor(&config, &dir, existing.generation.last())?;
+    if let Some(at) = previous.switch_at {
+        if at > SystemTime::now() {
+            return Err(format!(
+                "{}: a rollover is already prepared (switch at {}); wait for it before the next",
+                record.display(),
+                rfc3339(at)?
+            ));
+        }
+        if rollover::parse_rfc3339(&switch_at)? <= at {
+            return Err(format!(
+                "the switch time must be after the previous one ({})",
+                rfc3339(at)?
+            ));
+        }
+    }
+    let number = existing.generation.len() + 2;
+    let name = format!("{}-{number}", config.ca_name);
     let passphrase = keys::read_passphrase(&config.ca.passphrase).map_err(|e| e.to_string())?;
     let current =
-        keys::load_key(&config.ca.key, passphrase.as_deref()).map_err(|e| e.to_string())?;
-    let current_der = keys::load_cert_der(&config.ca.cert).map_err(|e| e.to_string())?;
+        keys::load_key(&previous.ca_key, passphrase.as_deref()).map_err(|e| e.to_string())?;
+    let current_der = keys::load_cert_der(&previous.ca_cert).map_err(|e| e.to_string())?;
     let key = certgen::generate_key(key_spec_of(&current)?).map_err(|e| e.to_string())?;
     let subject = subject_of(&current_der)?;
     let ca_der =
         certgen::self_signed_ca(&key, &subject, CA_VALIDITY_DAYS).map_err(|e| e.to_string())?;
     let next_ca = SoftwareCa::from_parts(ca_der.clone(), key.clone(), Vec::new())
         .map_err(|e| e.to_string())?;
-    write_file(&dir.join("ca-next.pem"), &pem_text(&ca_der)?)?;
+    let ca_file = format!("ca-{number}");
+    write_new(&dir.join(format!("{ca_file}.pem")), &pem_text(&ca_der)?)?;
     write_secret(
-        &dir.join("ca-next.key"),
+        &dir.join(format!("{ca_file}.key")),
         &key_text(&key, passphrase.as_deref())?,
     )?;
-    let mut text = format!(
-        "# Written by `scepd ca rollover`: the next CA, served by GetNextCACert until switch_at.\n\
-         switch_at = \"{switch_at}\"\nca_cert = \"ca-next.pem\"\nca_key = \"ca-next.key\"\n"
+    let mut block = format!(
+        "\n[[generation]]\nname = \"{name}\"\nswitch_at = \"{switch_at}\"\n\
+         ca_cert = \"{ca_file}.pem\"\nca_key = \"{ca_file}.key\"\n"
     );
-    if let Some(ra) = &config.ra {
-        for (name, purpose, current) in [
-            ("ra-sign", RaPurpose::Signing, &ra.sign_cert),
-            ("ra-encrypt", RaPurpose::Encryption, &ra.encrypt_cert),
+    if let Some((sign, encrypt)) = &previous.ra_certs {
+        for (stem, purpose, current) in [
+            ("ra-sign", RaPurpose::Signing, sign),
+            ("ra-encrypt", RaPurpose::Encryption, encrypt),
         ] {
-            next_ra(&next_ca, &dir, name, purpose, current)?;
-            let field = name.replace('-', "_");
-            text.push_str(&format!(
-                "{field}_cert = \"{name}-next.pem\"\n{field}_key = \"{name}-next.key\"\n"
+            let file = format!("{stem}-{number}");
+            next_ra(&next_ca, &dir, &file, purpose, current)?;
+            let field = stem.replace('-', "_");
+            block.push_str(&format!(
+                "{field}_cert = \"{file}.pem\"\n{field}_key = \"{file}.key\"\n"
             ));
         }
     }
-    // Written last: the record is what makes the prepared files count.
-    write_file(&record, &text)?;
+    // Appended last: the record is what makes the prepared files count.
+    let mut text = match std::fs::read_to_string(&record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ROLLOVER_HEADER.to_owned(),
+        Err(e) => return Err(format!("{}: {e}", record.display())),
+    };
+    text.push_str(&block);
+    crate::ra_renewal::write_atomically(&record, text.as_bytes(), 0o644)
+        .map_err(|e| e.to_string())?;
     Ok(record)
+}
+
+/// The first lines of a new `rollover.toml`.
+const ROLLOVER_HEADER: &str = "# Written by `scepd ca rollover`: the CA generations after [ca] in scepd.toml, \
+oldest first.\n# Each issues from its switch_at; GetNextCACert offers it before. Do not edit by hand.\n";
+
+/// Writes a certificate to a file that must not exist yet.
+fn write_new(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn next_ra(
     ca: &SoftwareCa,
     dir: &Path,
-    name: &str,
+    file: &str,
     purpose: RaPurpose,
     current_cert: &Path,
 ) -> Result<(), String> {
@@ -122,11 +267,8 @@ fn next_ra(
     let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
     let der = certgen::issue_ra_certificate(ca, &key, &subject, purpose, RA_VALIDITY_DAYS)
         .map_err(|e| e.to_string())?;
-    write_file(&dir.join(format!("{name}-next.pem")), &pem_text(&der)?)?;
-    write_secret(
-        &dir.join(format!("{name}-next.key")),
-        &key_text(&key, None)?,
-    )
+    write_new(&dir.join(format!("{file}.pem")), &pem_text(&der)?)?;
+    write_secret(&dir.join(format!("{file}.key")), &key_text(&key, None)?)
 }
 
 fn switch_time(args: &RolloverArgs) -> Result<String, String> {

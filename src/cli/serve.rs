@@ -10,12 +10,12 @@ use tokio::sync::watch;
 use super::EXIT_CONFIG;
 use crate::app::{App, AppLimits, RevocationServices};
 use crate::config::Config;
-use crate::crl::CrlPublisher;
+use crate::crl::{CrlPublisher, CrlSet};
 use crate::enroll::{Enroller, EnrollerParts};
 use crate::http::admin::AdminApi;
 use crate::http::server;
 use crate::keys::{self, RaIdentity};
-use crate::ocsp::responder::OcspResponder;
+use crate::ocsp::responder::{OcspResponder, OcspResponders, DEFAULT_VALIDITY};
 use crate::ra_renewal;
 use crate::rollover;
 use crate::store::{SledStore, Store};
@@ -40,12 +40,10 @@ pub struct Loaded {
     pub app: Arc<App>,
     /// The admin API.
     pub admin: Arc<AdminApi>,
-    /// The CRL publisher (re-signed on a schedule while serving).
-    pub crl: Arc<CrlPublisher>,
-    /// The software CA, which issues renewed RA certificates.
-    pub software_ca: Arc<scepd_ca::SoftwareCa>,
-    /// The next CA, when `scepd ca rollover` has prepared one.
-    pub next: Option<rollover::NextCa>,
+    /// The CRL publishers (re-signed on a schedule while serving).
+    pub crls: Arc<CrlSet>,
+    /// Every CA generation (`[ca]` and those `scepd ca rollover` prepared).
+    pub generations: Arc<rollover::Generations>,
 }
 
 /// Runs `scepd serve`.
@@ -123,7 +121,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
 /// Loads configuration, keys, CA and store; every problem is returned at once.
 pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut config = Config::load(config_path).map_err(|e| e.0)?;
-    let mut ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
+    let ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
     let passphrase =
         keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
     let ca = scepd_ca::SoftwareCa::load(
@@ -146,42 +144,23 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let templates = std::mem::take(&mut config.templates);
     let otp_templates = crate::verifiers::otp::settings_by_template(&templates);
     let software_ca = Arc::new(ca);
-    let next =
-        rollover::load_next(config_path, passphrase.as_deref()).map_err(|e| vec![e.to_string()])?;
-    let ca: Arc<dyn scepd_ca::CaBackend> = match &next {
-        Some(next) => Arc::new(rollover::RollingCa::new(
-            Arc::clone(&software_ca),
-            Arc::clone(&next.ca),
-            next.switch_at,
-        )),
-        None => Arc::clone(&software_ca) as _,
-    };
-    if let Some(next) = next.as_ref().filter(|n| n.switch_at <= SystemTime::now()) {
-        ra = ra.renewed(next.ra.0.clone(), next.ra.1.clone());
-    }
-    let crl = Arc::new(CrlPublisher::new(
-        Arc::clone(&ca),
-        Arc::clone(&store),
-        config.crl_next_update,
-    ));
-    crl.regenerate(std::time::SystemTime::now())
-        .map_err(|e| vec![format!("CRL: {e}")])?;
-    // OCSP stays with the CA the server started with: its issuer hashes and responder ID are
-    // fixed at start-up, so it must not follow a rollover's switch (see docs/design.md).
-    let mut ocsp = OcspResponder::new(
-        Arc::clone(&software_ca) as Arc<dyn scepd_ca::CaBackend>,
-        Arc::clone(&store),
-        crate::ocsp::responder::DEFAULT_VALIDITY,
-    )
-    .map_err(|e| vec![format!("OCSP: {e}")])?;
-    if let Some(days) = config.ocsp_delegated_days {
-        ocsp = ocsp
-            .with_delegated_responder(Arc::clone(&software_ca), days)
-            .map_err(|e| vec![format!("OCSP: {e}")])?;
-    }
+    let generations = Arc::new(
+        rollover::Generations::load(
+            config_path,
+            &config,
+            software_ca,
+            &ra,
+            passphrase.as_deref(),
+        )
+        .map_err(|e| vec![e.to_string()])?,
+    );
+    let now = SystemTime::now();
+    let ra = ra_in_charge(&generations, now);
+    let ca: Arc<dyn scepd_ca::CaBackend> =
+        Arc::new(rollover::RollingCa::new(Arc::clone(&generations)));
+    let (crls, ocsp) = revocation_services(&config, &generations, &store, now)?;
     let revocation = RevocationServices {
-        ca_name: config.ca_name.clone(),
-        crl: Arc::clone(&crl),
+        crls: Arc::clone(&crls),
         ocsp: Arc::new(ocsp),
     };
     let enroller = Enroller::new(EnrollerParts {
@@ -192,7 +171,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         legacy_everywhere: config.legacy_algorithms,
         max_message_bytes: config.limits.max_body_bytes,
     })
-    .with_crl_publisher(Arc::clone(&crl));
+    .with_crls(Arc::clone(&crls));
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
         // Twice the cores: an enrollment also waits on the disk (the store's fsync), and the
@@ -204,17 +183,14 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut app = App::new(enroller, &config.default_template, limits)
         .map_err(|e| vec![e.to_string()])?
         .with_revocation_services(revocation);
-    if let Some(next) = &next {
-        let body = rollover::next_ca_body(
-            next,
-            software_ca.certificate_der(),
-            software_ca.private_key(),
-            SystemTime::now(),
-        )
-        .map_err(|e| vec![e.to_string()])?;
-        app = app.with_next_ca(body, next.switch_at);
+    if let Some(next) = generations.next_at(now) {
+        let current = &generations.active_at(now).ca;
+        let body = rollover::next_ca_body(next, current, now).map_err(|e| vec![e.to_string()])?;
+        if let Some(switch_at) = next.switch_at {
+            app = app.with_next_ca(body, switch_at);
+        }
     }
-    let on_revoked = Arc::clone(&crl);
+    let on_revoked = Arc::clone(&crls);
     if let Some(page) = &config.ndes_admin {
         let ca = Arc::clone(app.enroller().ca());
         let page =
@@ -225,7 +201,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let admin = AdminApi::new(store, token.trim().as_bytes().to_vec())
         .with_otp_templates(otp_templates)
         .with_revocation_hook(Arc::new(move || {
-            if let Err(e) = on_revoked.regenerate(std::time::SystemTime::now()) {
+            if let Err(e) = on_revoked.regenerate_all(std::time::SystemTime::now()) {
                 tracing::error!(error = %e, "CRL not re-signed after a revocation");
             }
         }));
@@ -233,10 +209,71 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         config,
         app: Arc::new(app),
         admin: Arc::new(admin),
-        crl,
-        software_ca,
-        next,
+        crls,
+        generations,
     })
+}
+
+/// The RA identity of the generation in charge at `now`, with grace decryption keys: the
+/// encryption key its last self-renewal replaced, and after a switch the previous
+/// generation's, so that clients holding an older GetCACert still enroll after a restart.
+fn ra_in_charge(generations: &rollover::Generations, now: SystemTime) -> RaIdentity {
+    let active = generations.active_at(now);
+    let renewed_away = active
+        .ra_files
+        .as_ref()
+        .and_then(|files| ra_renewal::previous_pair(files, now));
+    let previous_generation = generations
+        .previous_at(now)
+        .map(|g| g.ra.1.clone())
+        .filter(|pair| {
+            ra_renewal::expires_within(&pair.cert_der, now, std::time::Duration::ZERO)
+                .is_ok_and(|expired| !expired)
+        });
+    active.ra_identity(renewed_away.into_iter().chain(previous_generation))
+}
+
+/// A CRL publisher and an OCSP responder for every CA generation in service, the one in
+/// charge first. With several, each lists and answers only for its own certificates.
+fn revocation_services(
+    config: &Config,
+    generations: &rollover::Generations,
+    store: &Arc<dyn Store>,
+    now: SystemTime,
+) -> Result<(Arc<CrlSet>, OcspResponders), Vec<String>> {
+    let mut in_service: Vec<&rollover::Generation> = generations.in_service(now).collect();
+    let active_name = &generations.active_at(now).name;
+    in_service.sort_by_key(|g| g.name != *active_name);
+    let several = in_service.len() > 1;
+    let mut crls = Vec::new();
+    let mut responders = Vec::new();
+    for generation in in_service {
+        let ca = Arc::clone(&generation.ca) as Arc<dyn scepd_ca::CaBackend>;
+        let mut crl = CrlPublisher::new(Arc::clone(&ca), Arc::clone(store), config.crl_next_update);
+        let mut ocsp = OcspResponder::new(ca, Arc::clone(store), DEFAULT_VALIDITY)
+            .map_err(|e| vec![format!("OCSP ({}): {e}", generation.name)])?;
+        if several {
+            crl = crl.own_certificates_only();
+            ocsp = ocsp.own_certificates_only();
+        }
+        if let Some(days) = config.ocsp_delegated_days {
+            ocsp = ocsp
+                .with_delegated_responder(Arc::clone(&generation.ca), days)
+                .map_err(|e| vec![format!("OCSP ({}): {e}", generation.name)])?;
+        }
+        crl.regenerate(now)
+            .map_err(|e| vec![format!("CRL ({}): {e}", generation.name)])?;
+        crls.push((generation.name.clone(), Arc::new(crl)));
+        responders.push(ocsp);
+    }
+    let mut responders = responders.into_iter();
+    let first = responders
+        .next()
+        .ok_or_else(|| vec!["no CA generation in service".to_owned()])?;
+    Ok((
+        Arc::new(CrlSet::new(crls)),
+        OcspResponders::new(first, responders.collect()),
+    ))
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
@@ -244,30 +281,27 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         config,
         app,
         admin,
-        crl,
-        software_ca,
-        next,
+        crls,
+        generations,
     } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crl_schedule(crl, stop_rx.clone())));
-    // While a rollover is prepared, the RA certificates are the rollover's to replace.
-    let rollover_prepared = next.is_some();
-    if let Some(next) = next.filter(|n| n.switch_at > SystemTime::now()) {
-        tasks.push(tokio::spawn(switch_at(
-            Arc::clone(&app),
-            next,
-            stop_rx.clone(),
-        )));
+    tasks.push(tokio::spawn(crl_schedule(crls, stop_rx.clone())));
+    if let Some(next) = generations.next_at(SystemTime::now()) {
+        if let Some(at) = next.switch_at {
+            tasks.push(tokio::spawn(switch_at(
+                Arc::clone(&app),
+                Arc::clone(&generations),
+                at,
+                stop_rx.clone(),
+            )));
+        }
     }
-    if let Some(ra) = config.ra.clone().filter(|_| !rollover_prepared) {
-        let renewal = RaRenewal {
-            app: Arc::clone(&app),
-            ca: software_ca,
-            config: ra,
-        };
-        tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
-    }
+    let renewal = RaRenewal {
+        app: Arc::clone(&app),
+        generations,
+    };
+    tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");
@@ -311,9 +345,13 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
     Ok(())
 }
 
-/// Re-signs the CRL every [`CrlPublisher::refresh_interval`] until `stop` turns true.
-async fn crl_schedule(crl: Arc<CrlPublisher>, mut stop: watch::Receiver<bool>) {
-    let interval = crl.refresh_interval();
+/// Re-signs every CRL every [`CrlPublisher::refresh_interval`] until `stop` turns true.
+async fn crl_schedule(crls: Arc<CrlSet>, mut stop: watch::Receiver<bool>) {
+    let interval = crls
+        .publishers()
+        .map(|p| p.refresh_interval())
+        .min()
+        .unwrap_or(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -322,25 +360,24 @@ async fn crl_schedule(crl: Arc<CrlPublisher>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let crl = Arc::clone(&crl);
-        match tokio::task::spawn_blocking(move || crl.regenerate(std::time::SystemTime::now()))
-            .await
-        {
-            Ok(Ok(_)) => {}
+        let crls = Arc::clone(&crls);
+        match tokio::task::spawn_blocking(move || crls.regenerate_all(SystemTime::now())).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "scheduled CRL not signed; retrying later"),
             Err(e) => tracing::error!(error = %e, "scheduled CRL task failed"),
         }
     }
 }
 
-/// Puts the next RA identity into service at the rollover's switch time (the CA port, a
+/// Puts the next generation's RA identity into service at its switch time (the CA port, a
 /// `RollingCa`, switches by itself); the current encryption key stays as a grace decrypter.
-async fn switch_at(app: Arc<App>, next: rollover::NextCa, mut stop: watch::Receiver<bool>) {
-    loop {
-        let now = SystemTime::now();
-        let Ok(wait) = next.switch_at.duration_since(now) else {
-            break;
-        };
+async fn switch_at(
+    app: Arc<App>,
+    generations: Arc<rollover::Generations>,
+    at: SystemTime,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Ok(wait) = at.duration_since(SystemTime::now()) {
         tokio::select! {
             _ = tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))) => {}
             _ = stop.changed() => return,
@@ -349,21 +386,28 @@ async fn switch_at(app: Arc<App>, next: rollover::NextCa, mut stop: watch::Recei
             return;
         }
     }
-    let ra = app
-        .enroller()
-        .ra()
-        .renewed(next.ra.0.clone(), next.ra.1.clone());
+    let next = generations.active_at(at);
+    let current = app.enroller().ra();
+    let ra = current.renewed(next.ra.0.clone(), next.ra.1.clone());
     match app.replace_ra(ra) {
-        Ok(()) => tracing::info!("switched to the next CA and RA certificates"),
+        Ok(()) => {
+            tracing::info!(generation = %next.name, "switched to the next CA and RA certificates")
+        }
         Err(e) => tracing::error!(error = %e, "next RA identity not in service"),
     }
 }
 
-/// What the RA renewal task needs.
+/// What the RA renewal task needs: the RA certificates it renews are those of the CA
+/// generation in charge at each check, issued by that generation's CA.
 struct RaRenewal {
     app: Arc<App>,
-    ca: Arc<scepd_ca::SoftwareCa>,
-    config: crate::config::RaConfig,
+    generations: Arc<rollover::Generations>,
+}
+
+impl RaRenewal {
+    fn renew_if_due(&self, now: SystemTime) -> Result<bool, ra_renewal::RenewalError> {
+        ra_renewal::renew_in_charge_if_due(&self.app, &self.generations, now)
+    }
 }
 
 /// Checks the RA certificates at start-up and every [`ra_renewal::CHECK_INTERVAL`] until
@@ -373,10 +417,8 @@ async fn ra_renewal_schedule(renewal: RaRenewal, mut stop: watch::Receiver<bool>
     let renewal = Arc::new(renewal);
     loop {
         let job = Arc::clone(&renewal);
-        let outcome = tokio::task::spawn_blocking(move || {
-            ra_renewal::renew_if_due(&job.app, &job.ca, &job.config, std::time::SystemTime::now())
-        })
-        .await;
+        let outcome =
+            tokio::task::spawn_blocking(move || job.renew_if_due(SystemTime::now())).await;
         match outcome {
             Ok(Ok(true)) => tracing::info!("RA certificates renewed and in service"),
             Ok(Ok(false)) => {}

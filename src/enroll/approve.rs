@@ -392,8 +392,8 @@ fn supersede(enroller: &Enroller, serial: &[u8], now: SystemTime) {
                 tracing::error!(serial = %serial_hex, error = %e, "CA refused the revocation of a superseded certificate");
             }
             // Relying parties that read the CRL see it now, not at the next scheduled signing.
-            if let Some(crl) = &enroller.crl {
-                if let Err(e) = crl.regenerate(now) {
+            if let Some(crls) = &enroller.crl {
+                if let Err(e) = crls.regenerate_all(now) {
                     tracing::error!(serial = %serial_hex, error = %e, "CRL not re-signed after superseding a certificate");
                 }
             }

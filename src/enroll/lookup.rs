@@ -31,8 +31,13 @@ pub fn get_cert(enroller: &Enroller, opened: &Opened) -> Result<CertRecord, Refu
 /// same state unless a revocation fell in that second (RFC 5280 §5.2.3 asks only for an
 /// increasing number).
 pub fn get_crl(enroller: &Enroller, opened: &Opened, now: SystemTime) -> Result<Vec<u8>, Refusal> {
-    named_certificate(enroller, opened)?;
-    match &enroller.crl {
+    let named = named_certificate(enroller, opened)?;
+    // The CRL of the CA generation that signed the named certificate.
+    match enroller
+        .crl
+        .as_ref()
+        .and_then(|crls| crls.for_certificate(&named.der))
+    {
         Some(publisher) => published_crl(publisher, now),
         None => current_crl(enroller, now),
     }

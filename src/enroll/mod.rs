@@ -17,7 +17,7 @@ use scepd_ca::CaBackend;
 use scepd_policy::PolicyModule;
 
 use crate::config::Template;
-use crate::crl::CrlPublisher;
+use crate::crl::CrlSet;
 use crate::keys::RaIdentity;
 use crate::scep::decode::{self, Limits, Opened, Rejected, ReplyTo};
 use crate::scep::envelope::RecipientKey;
@@ -150,7 +150,7 @@ pub struct Enroller {
     limits: Limits,
     /// The published CRL, when the server publishes one: GetCRL answers with it, and a
     /// renewal that supersedes a certificate re-signs it.
-    crl: Option<Arc<CrlPublisher>>,
+    crl: Option<Arc<CrlSet>>,
 }
 
 /// The pieces an [`Enroller`] is built from.
@@ -191,15 +191,15 @@ impl Enroller {
         }
     }
 
-    /// Hands over the CRL publisher, so that GetCRL and the CRL served over HTTP are one CRL
-    /// with one cRLNumber sequence, and superseding renewals reach it at once.
-    pub fn with_crl_publisher(mut self, crl: Arc<CrlPublisher>) -> Self {
-        self.crl = Some(crl);
+    /// Hands over the CRL publishers, so that GetCRL and the CRLs served over HTTP are the
+    /// same CRLs with one cRLNumber sequence, and superseding renewals reach them at once.
+    pub fn with_crls(mut self, crls: Arc<CrlSet>) -> Self {
+        self.crl = Some(crls);
         self
     }
 
-    /// The CRL publisher, if the server publishes a CRL.
-    pub fn crl_publisher(&self) -> Option<&Arc<CrlPublisher>> {
+    /// The CRL publishers, if the server publishes CRLs.
+    pub fn crls(&self) -> Option<&Arc<CrlSet>> {
         self.crl.as_ref()
     }
 

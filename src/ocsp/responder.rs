@@ -28,6 +28,9 @@ pub struct OcspResponder {
     issuer: IssuerIdentity,
     validity: Duration,
     delegation: Option<Delegation>,
+    /// Answer `good`/`revoked` only for certificates this CA signed (several CA
+    /// generations share one store, and their subjects are the same).
+    own_certificates_only: bool,
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -145,7 +148,20 @@ impl OcspResponder {
             issuer,
             validity,
             delegation: None,
+            own_certificates_only: false,
         })
+    }
+
+    /// Answers `unknown` for certificates that another CA generation signed (one signature
+    /// check per answered certificate).
+    pub fn own_certificates_only(mut self) -> Self {
+        self.own_certificates_only = true;
+        self
+    }
+
+    /// Whether a request names this responder's CA in one of its CertIDs.
+    fn speaks_for(&self, request: &super::ParsedRequest) -> bool {
+        request.cert_ids.iter().any(|id| self.issuer.matches(id))
     }
 
     /// Signs with a delegated responder certificate instead, issued now by `ca` for
@@ -213,6 +229,9 @@ impl OcspResponder {
             .map_err(|e| LookupFailed(e.to_string()))?;
         Ok(match record {
             None => Status::Unknown,
+            Some(record) if self.own_certificates_only && !self.ca.issued(&record.der) => {
+                Status::Unknown
+            }
             Some(record) => match record.status {
                 CertStatus::Valid => Status::Good,
                 CertStatus::Revoked { at, reason, .. } => Status::Revoked {
@@ -224,6 +243,44 @@ impl OcspResponder {
                 },
             },
         })
+    }
+}
+
+/// The OCSP responders of every CA generation in service: a request goes to the one whose
+/// CA its CertIDs name (RFC 6960 §4.1.1 issuer hashes), else to the first, which answers
+/// `unauthorized` as for any foreign issuer.
+#[derive(Debug)]
+pub struct OcspResponders {
+    responders: Vec<OcspResponder>,
+}
+
+impl OcspResponders {
+    /// `responders`, the one of the generation in charge first. At least one.
+    pub fn new(first: OcspResponder, others: Vec<OcspResponder>) -> Self {
+        let mut responders = vec![first];
+        responders.extend(others);
+        Self { responders }
+    }
+
+    /// Answers one DER OCSPRequest with a DER OCSPResponse. CPU-bound: off the reactor.
+    pub fn answer(&self, request_der: &[u8], now: SystemTime) -> Vec<u8> {
+        let chosen = match (
+            super::parse_request(request_der),
+            self.responders.as_slice(),
+        ) {
+            (Ok(parsed), [_, _, ..]) => self
+                .responders
+                .iter()
+                .find(|r| r.speaks_for(&parsed))
+                .unwrap_or(&self.responders[0]),
+            (_, responders) => &responders[0],
+        };
+        chosen.answer(request_der, now)
+    }
+
+    /// The responders, the first being the generation in charge at start-up.
+    pub fn responders(&self) -> &[OcspResponder] {
+        &self.responders
     }
 }
 

@@ -1,9 +1,10 @@
 //! RenewalReq (RFC 8894 §2.3, §3.3.1): the request is authorised by the certificate that
 //! signed it instead of a challenge.
 //!
-//! The signer must be a certificate this CA issued (its signature verifies with the CA's
-//! key, and the store holds the very same bytes), issued under the same template, inside
-//! its validity period, not revoked, and, if the template says so, within its last N days.
+//! The signer must be a certificate this CA issued (its signature verifies with the key of
+//! one of the CA's generations, see `rollover.rs`, and the store holds the very same bytes),
+//! issued under the same template, inside its validity period, not revoked, and, if the
+//! template says so, within its last N days.
 //! The CSR's subject must equal the old certificate's unless the template allows a change;
 //! the CA re-checks the CSR against the template's profile as for any issuance. Any of these
 //! failing is a policy denial: FAILURE badRequest (design.md §4).
@@ -107,17 +108,10 @@ fn issued_signer(enroller: &Enroller, signer_der: &[u8]) -> Result<CertRecord, R
             detail,
         )
     };
-    let ca_der = enroller
-        .ca
-        .chain()
-        .first()
-        .ok_or_else(|| Refusal::internal("the CA chain is empty"))?;
-    let ca_key = X509::from_der(ca_der)
-        .and_then(|ca| ca.public_key())
-        .map_err(|e| Refusal::internal(format!("CA certificate: {e}")))?;
     let signer = X509::from_der(signer_der)
         .map_err(|e| foreign(format!("signer certificate unreadable: {e}")))?;
-    if !signer.verify(&ca_key).unwrap_or(false) {
+    // Any of our CA keys: after a rollover, certificates of the previous CA renew too.
+    if !enroller.ca.issued(signer_der) {
         return Err(foreign("signer certificate not signed by our CA".into()));
     }
     let serial = signer
