@@ -156,7 +156,9 @@ impl NdesAdmin {
     }
 
     fn page(&self, request: &Request<Bytes>) -> Response<Bytes> {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        // GET only: every answer to an authorised GET spends a place in the password cache,
+        // which a HEAD (or a prefetch by another method) must not do.
+        if request.method() != Method::GET {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
         let Some(user) = self.authenticate(request) else {

@@ -30,7 +30,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use der::{Decode, Encode};
 use scepd_policy::{Approval, Decision, DenialReason, PolicyInput, PolicyModule};
@@ -591,13 +591,6 @@ fn dechunk(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
         };
         bytes = after;
     }
-}
-
-/// When the webhook was asked, for tests of the signature.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
