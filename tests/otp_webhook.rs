@@ -867,3 +867,81 @@ fn check_config_lists_every_otp_webhook_and_ndes_admin_problem() {
         );
     }
 }
+
+#[test]
+fn scepd_serve_asks_the_webhook_and_never_logs_the_challenge() {
+    use common::{describe, free_loopback_addr, run_bounded, wait_for_http_ok, ChildGuard};
+    use std::process::Command;
+    let deadline = Duration::from_secs(60);
+    let receiver = Receiver::start();
+    let scepd = || Command::new(env!("CARGO_BIN_EXE_scepd"));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let init = run_bounded(
+        scepd()
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin-listen", &free_loopback_addr().to_string()]),
+        deadline,
+    );
+    assert!(init.status.success(), "{}", describe(&init));
+    let key_file = dir.path().join("webhook.key");
+    std::fs::write(&key_file, HMAC_KEY).unwrap();
+    // The template is named otp so that enroll_over_http's /scep/otp reaches it.
+    std::fs::write(
+        dir.path().join("templates/otp.toml"),
+        webhook_template(&receiver.url("/allow"), &key_file),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates/deny.toml"),
+        webhook_template(&receiver.url("/deny"), &key_file),
+    )
+    .unwrap();
+    let config = dir.path().join("scepd.toml");
+    let mut server = ChildGuard::spawn(
+        scepd()
+            .env("SCEPD_LOG", "debug")
+            .arg("serve")
+            .arg("--config")
+            .arg(&config),
+        &dir.path().join("serve.log"),
+    );
+    wait_for_http_ok(&mut server, addr, "/healthz", deadline);
+
+    const TOKEN: &str = "device-secret-token-7Q2X";
+    let issued = enroll_over_http(addr, "served-hook", "served-hook-tx", TOKEN);
+    assert_success(&issued);
+    let seen = receiver.seen("/allow");
+    assert_eq!(seen.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["transaction_id"], "served-hook-tx");
+    assert_eq!(body["challenge"], TOKEN);
+
+    // The deny template, over HTTP too.
+    let ca_certs = http(addr, "GET", "/scep/deny?operation=GetCACert", &[], b"");
+    let certs = client::parse_ca_certs(&ca_certs.body).unwrap();
+    let (recipient, reply_signer) = client::select_ra_certs(&certs).unwrap();
+    let device = Device::rsa(2048);
+    let csr = device.simple_csr("denied", TOKEN);
+    let request =
+        client::build_request(&csr, &recipient, &device.signer, &options("served-deny-tx"))
+            .unwrap();
+    let answer = http(
+        addr,
+        "POST",
+        "/scep/deny?operation=PKIOperation",
+        &[],
+        &request.der,
+    );
+    assert_eq!(answer.status, 200);
+    let view =
+        client::read_cert_rep(&answer.body, &request, &reply_signer, &device.signer).unwrap();
+    assert_bad_request(&view);
+
+    let log = server.log_text();
+    assert!(log.contains("webhook did not allow"), "{log}");
+    assert!(!log.contains(TOKEN), "the challenge reached the log");
+    assert!(!log.contains(HMAC_KEY), "the HMAC key reached the log");
+}
