@@ -197,6 +197,7 @@ async fn smoke() -> Result<(), BoxError> {
     let created = scepd::cli::init::create(&scepd::cli::init::InitArgs {
         dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
+        challenge_mode: scepd::cli::init::ChallengeMode::Static,
         static_challenge: Some(challenge.into()),
         ca_key: "rsa2048".into(),
         ca_subject: "CN=loadgen smoke CA".into(),

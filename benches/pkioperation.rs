@@ -22,6 +22,7 @@ fn pkioperation(c: &mut Criterion) {
     let args = InitArgs {
         dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("addr"),
+        challenge_mode: scepd::cli::init::ChallengeMode::Static,
         static_challenge: Some(CHALLENGE.into()),
         ca_key: "rsa2048".into(),
         ca_subject: "CN=bench CA".into(),

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,6 +53,56 @@ pub struct RawConfig {
     /// NDES's one-time-password page `/certsrv/mscep_admin/`.
     #[serde(default)]
     pub ndes_admin: RawNdesAdmin,
+    /// `[signed_challenge]`: whom templates with `type = "signed"` trust.
+    pub signed_challenge: Option<RawSignedChallenge>,
+}
+
+/// `[signed_challenge]`: the trust of the signed-challenge verifier (docs/challenge-format.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignedChallenge {
+    /// Allowed clock difference in seconds (default 300).
+    #[serde(default = "default_signed_skew_seconds")]
+    pub skew_seconds: u64,
+    /// Longest accepted `exp - nbf`, in days (default 30).
+    #[serde(default = "default_signed_max_lifetime_days")]
+    pub max_lifetime_days: u64,
+    /// The certificate MDMs encrypt challenges to (PEM); default: the RA encryption
+    /// certificate in service.
+    pub decrypt_cert: Option<PathBuf>,
+    /// Its RSA key (PEM, unencrypted).
+    pub decrypt_key: Option<PathBuf>,
+    /// Trusted MDM signers (`[[signed_challenge.signer]]`), several so that keys can rotate.
+    #[serde(default)]
+    pub signer: Vec<RawTrustedSigner>,
+}
+
+fn default_signed_skew_seconds() -> u64 {
+    300
+}
+
+fn default_signed_max_lifetime_days() -> u64 {
+    30
+}
+
+/// One `[[signed_challenge.signer]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustedSigner {
+    /// PEM file of one or more certificates: the MDM's signing certificate, or a CA above it.
+    pub certs: PathBuf,
+    /// When set, blobs signed under these certificates must carry this `iss`.
+    pub issuer: Option<String>,
+}
+
+/// `[signed_challenge]`, validated: the trust and, when configured, a dedicated decryption
+/// key (otherwise the RA encryption keys in service decrypt).
+#[derive(Debug)]
+pub struct SignedChallengeSettings {
+    /// Trusted signers, skew and longest lifetime.
+    pub trust: scepd_policy::SignedChallengeTrust,
+    /// The dedicated decryption key, if any.
+    pub decryption: Option<scepd_policy::DecryptionKey>,
 }
 
 /// `[ndes_admin]`: NDES's password page on the SCEP listener(s), behind HTTP Basic auth.
@@ -408,6 +459,8 @@ pub struct Config {
     pub ocsp_delegated_days: Option<u32>,
     /// `[ndes_admin]`, when enabled.
     pub ndes_admin: Option<NdesAdminConfig>,
+    /// `[signed_challenge]`, when present (also handed to each `type = "signed"` template).
+    pub signed_challenge: Option<Arc<SignedChallengeSettings>>,
 }
 
 /// What issued certificates point to when their template names no URLs of its own.
@@ -569,6 +622,10 @@ pub enum ChallengeConfig {
     Otp(OtpConfig),
     /// An HTTP endpoint decides.
     Webhook(WebhookConfig),
+    /// A signed, encrypted challenge blob (docs/challenge-format.md), checked against the
+    /// server's `[signed_challenge]` trust, which `Config::load` fills in (`None` only for a
+    /// template loaded on its own).
+    Signed(Option<Arc<SignedChallengeSettings>>),
     /// No challenge.
     None,
 }
@@ -605,6 +662,7 @@ impl std::fmt::Debug for ChallengeConfig {
         match self {
             Self::Static(_) => f.write_str("Static(<redacted>)"),
             Self::Otp(otp) => write!(f, "Otp({otp:?})"),
+            Self::Signed(settings) => write!(f, "Signed(configured: {})", settings.is_some()),
             Self::Webhook(w) => write!(
                 f,
                 "Webhook {{ url: {:?}, timeout: {:?}, hmac_key: {} }}",
@@ -726,6 +784,16 @@ impl Config {
         let templates = load_templates(&templates_dir, &defaults, &mut errors);
         check_template_references(&templates, &raw.templates.default, &mut errors);
         let ndes_admin = validate_ndes_admin(&raw.ndes_admin, &templates, &resolve, &mut errors);
+        let signed_challenge = raw
+            .signed_challenge
+            .as_ref()
+            .and_then(|raw| validate_signed_challenge(raw, &resolve, &mut errors))
+            .map(Arc::new);
+        let mut templates = templates;
+        if raw.signed_challenge.is_none() {
+            require_signed_challenge_section(&templates, &mut errors);
+        }
+        attach_signed_challenge(&mut templates, signed_challenge.as_ref());
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -749,7 +817,110 @@ impl Config {
             crl_next_update: Duration::from_secs(raw.crl.next_update_hours.saturating_mul(3600)),
             ocsp_delegated_days,
             ndes_admin,
+            signed_challenge,
         })
+    }
+}
+
+/// `[signed_challenge]`: every signer file must hold certificates, the limits be sane, and
+/// a dedicated decryption key come with its certificate (and be RSA).
+fn validate_signed_challenge(
+    raw: &RawSignedChallenge,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<String>,
+) -> Option<SignedChallengeSettings> {
+    let before = errors.len();
+    if raw.signer.is_empty() {
+        errors.push("signed_challenge: name at least one [[signed_challenge.signer]]".into());
+    }
+    if raw.skew_seconds > 3600 {
+        errors.push("signed_challenge.skew_seconds: at most 3600".into());
+    }
+    if !(1..=366).contains(&raw.max_lifetime_days) {
+        errors.push("signed_challenge.max_lifetime_days: from 1 to 366".into());
+    }
+    let mut signers = Vec::new();
+    for signer in &raw.signer {
+        let path = resolve(&signer.certs);
+        let certs = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| openssl::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string()));
+        match certs {
+            Ok(certs) if !certs.is_empty() => {
+                let trusted = scepd_policy::TrustedSigner::new(certs);
+                signers.push(match &signer.issuer {
+                    Some(iss) => trusted.with_issuer(iss.clone()),
+                    None => trusted,
+                });
+            }
+            Ok(_) => errors.push(format!(
+                "signed_challenge.signer.certs {}: no certificate in it",
+                path.display()
+            )),
+            Err(e) => errors.push(format!(
+                "signed_challenge.signer.certs {}: {e}",
+                path.display()
+            )),
+        }
+    }
+    let decryption = match (&raw.decrypt_cert, &raw.decrypt_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            match crate::keys::load_pair(&resolve(cert), &resolve(key), None) {
+                Ok(pair) if pair.key.id() == openssl::pkey::Id::RSA => {
+                    Some(scepd_policy::DecryptionKey {
+                        cert_der: pair.cert_der,
+                        key: pair.key,
+                    })
+                }
+                Ok(_) => {
+                    errors.push("signed_challenge.decrypt_key: must be an RSA key".into());
+                    None
+                }
+                Err(e) => {
+                    errors.push(format!("signed_challenge.decrypt_cert/decrypt_key: {e}"));
+                    None
+                }
+            }
+        }
+        _ => {
+            errors.push("signed_challenge: decrypt_cert and decrypt_key go together".into());
+            None
+        }
+    };
+    if errors.len() > before {
+        return None;
+    }
+    let trust = scepd_policy::SignedChallengeTrust::new(signers)
+        .with_skew(Duration::from_secs(raw.skew_seconds))
+        .with_max_lifetime(Duration::from_secs(raw.max_lifetime_days * 86_400));
+    Some(SignedChallengeSettings { trust, decryption })
+}
+
+/// Hands `[signed_challenge]` to every `type = "signed"` template.
+fn attach_signed_challenge(
+    templates: &mut BTreeMap<String, Template>,
+    settings: Option<&Arc<SignedChallengeSettings>>,
+) {
+    for template in templates.values_mut() {
+        if let ChallengeConfig::Signed(slot) = &mut template.challenge {
+            *slot = settings.map(Arc::clone);
+        }
+    }
+}
+
+/// A `type = "signed"` template needs `[signed_challenge]` in scepd.toml.
+fn require_signed_challenge_section(
+    templates: &BTreeMap<String, Template>,
+    errors: &mut Vec<String>,
+) {
+    for (name, template) in templates {
+        if matches!(template.challenge, ChallengeConfig::Signed(_)) {
+            errors.push(format!(
+                "template {name}: challenge.type = \"signed\" needs a [signed_challenge] \
+                 section with at least one [[signed_challenge.signer]] in scepd.toml"
+            ));
+        }
     }
 }
 
@@ -1047,9 +1218,10 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
         "static" => &["secret", "secret_file"],
         "otp" => &["ttl_minutes", "max_outstanding"],
         "webhook" => &["url", "timeout_ms", "secret_file"],
+        "signed" => &[],
         other => {
             return Err(format!(
-                "challenge.type: {other:?} is not one of static, otp, webhook, none"
+                "challenge.type: {other:?} is not one of static, signed, otp, webhook, none"
             ))
         }
     };
@@ -1066,6 +1238,7 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
         ));
     }
     match raw.kind.as_str() {
+        "signed" => Ok(ChallengeConfig::Signed(None)),
         "static" => {
             let secret =
                 match (&raw.secret, &raw.secret_file) {

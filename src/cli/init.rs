@@ -18,8 +18,14 @@ pub struct InitArgs {
     /// Plain-HTTP SCEP listener.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Shared challenge for the default template (random when omitted). Prefer a random one:
-    /// a static secret lets anyone who learns it enroll.
+    /// How the default template checks requests: `static` (one shared secret, in
+    /// challenge.secret), `signed` (per-device signed challenges, see
+    /// docs/challenge-format.md; a development signer is written to challenge-signer.key and
+    /// challenge-signer.pem and trusted) or `otp` (one-time passwords, `scepd challenge otp`).
+    #[arg(long, value_enum, default_value_t = ChallengeMode::Static)]
+    pub challenge_mode: ChallengeMode,
+    /// Shared challenge for the default template in static mode (random when omitted).
+    /// Prefer a random one: a static secret lets anyone who learns it enroll.
     #[arg(long)]
     pub static_challenge: Option<String>,
     /// CA key type: rsa2048, rsa3072, rsa4096, p256 or p384.
@@ -44,13 +50,28 @@ pub struct InitArgs {
     pub legacy_algorithms: bool,
 }
 
+/// The verifier of the default template (`--challenge-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChallengeMode {
+    /// One shared secret.
+    Static,
+    /// Signed, encrypted per-device challenges.
+    Signed,
+    /// One-time passwords.
+    Otp,
+}
+
 /// What init wrote, for the summary and for `serve`'s development mode.
 pub struct Created {
     /// Path of scepd.toml.
     pub config: PathBuf,
-    /// The challenge of the default template.
-    pub challenge: String,
+    /// The shared challenge of the default template, in static mode.
+    pub challenge: Option<String>,
 }
+
+/// The development challenge signer `init --challenge-mode signed` writes (beside
+/// scepd.toml) and trusts; `scepd challenge mint` signs with it by default.
+pub const DEV_SIGNER: (&str, &str) = ("challenge-signer.pem", "challenge-signer.key");
 
 /// Runs `scepd init`; prints a summary.
 pub fn run(args: &InitArgs) -> u8 {
@@ -65,10 +86,20 @@ pub fn run(args: &InitArgs) -> u8 {
                 );
             }
             print_ca_fingerprints(&args.dir.join("ca.pem"));
-            println!(
-                "challenge:   in {}",
-                args.dir.join("challenge.secret").display()
-            );
+            match args.challenge_mode {
+                ChallengeMode::Static => println!(
+                    "challenge:   in {}",
+                    args.dir.join("challenge.secret").display()
+                ),
+                ChallengeMode::Signed => println!(
+                    "challenge:   scepd challenge mint --config {} --template default --subject CN=...",
+                    created.config.display()
+                ),
+                ChallengeMode::Otp => println!(
+                    "challenge:   scepd challenge otp --config {} --template default",
+                    created.config.display()
+                ),
+            }
             println!(
                 "run:         scepd serve --config {}",
                 created.config.display()
@@ -98,6 +129,9 @@ pub fn print_ca_fingerprints(ca_pem: &Path) {
 /// Creates the whole setup. Refuses to touch a directory that already has one.
 pub fn create(args: &InitArgs) -> Result<Created, String> {
     let dir = &args.dir;
+    if args.static_challenge.is_some() && args.challenge_mode != ChallengeMode::Static {
+        return Err("--static-challenge goes with --challenge-mode static only".into());
+    }
     let config_path = dir.join("scepd.toml");
     if config_path.exists() || dir.join("ca.key").exists() {
         return Err(format!(
@@ -141,16 +175,52 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         // Serve the chain: leaf first, then the CA.
         append_pem(&dir.join("tls.pem"), &ca_der)?;
     }
-    let challenge = args.static_challenge.clone().unwrap_or_else(random_token);
-    write_secret(&dir.join("challenge.secret"), &format!("{challenge}\n"))?;
+    let challenge = match args.challenge_mode {
+        ChallengeMode::Static => {
+            let secret = args.static_challenge.clone().unwrap_or_else(random_token);
+            write_secret(&dir.join("challenge.secret"), &format!("{secret}\n"))?;
+            Some(secret)
+        }
+        ChallengeMode::Signed => {
+            write_development_signer(dir)?;
+            None
+        }
+        ChallengeMode::Otp => None,
+    };
     write_secret(&dir.join("admin.token"), &format!("{}\n", random_token()))?;
-    write_file(&dir.join("templates/default.toml"), DEFAULT_TEMPLATE)?;
-    write_file(&config_path, &config_text(args))?;
+    let template = DEFAULT_TEMPLATE.replace(
+        STATIC_CHALLENGE_SECTION,
+        match args.challenge_mode {
+            ChallengeMode::Static => STATIC_CHALLENGE_SECTION,
+            ChallengeMode::Signed => SIGNED_CHALLENGE_SECTION,
+            ChallengeMode::Otp => OTP_CHALLENGE_SECTION,
+        },
+    );
+    write_file(&dir.join("templates/default.toml"), &template)?;
+    let mut config = config_text(args);
+    if args.challenge_mode == ChallengeMode::Signed {
+        config.push_str(SIGNED_CHALLENGE_TRUST);
+    }
+    write_file(&config_path, &config)?;
     crate::store::SledStore::open(&dir.join("store")).map_err(|e| e.to_string())?;
     Ok(Created {
         config: config_path,
         challenge,
     })
+}
+
+/// A P-256 key and a self-signed certificate for it, for minting challenges during
+/// development; production MDMs sign with their own key (README "Signed challenges").
+fn write_development_signer(dir: &Path) -> Result<(), String> {
+    let key = certgen::generate_key(KeySpec::P256).map_err(|e| e.to_string())?;
+    let der = certgen::self_signed_ca(&key, "CN=scepd development challenge signer", 730)
+        .map_err(|e| e.to_string())?;
+    write_file(
+        &dir.join(DEV_SIGNER.0),
+        &String::from_utf8_lossy(&pem_of(&der)?),
+    )?;
+    let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+    write_secret(&dir.join(DEV_SIGNER.1), &String::from_utf8_lossy(&key_pem))
 }
 
 fn random_token() -> String {
@@ -266,4 +336,27 @@ extended_key_usage = ["clientAuth"]
 key_types = ["rsa", "p256", "p384"]
 min_rsa_bits = 2048
 allowed_san_types = ["dns", "email", "upn", "uri", "ip"]
+"#;
+
+/// The default template's `[challenge]` in static mode (replaced in the other modes).
+const STATIC_CHALLENGE_SECTION: &str = "[challenge]\ntype = \"static\"\nsecret_file = \"../challenge.secret\"\n";
+
+const SIGNED_CHALLENGE_SECTION: &str = "[challenge]\n\
+# A signed, encrypted challenge per device (docs/challenge-format.md): the CSR must match it.\n\
+type = \"signed\"\n";
+
+const OTP_CHALLENGE_SECTION: &str = "[challenge]\n\
+# One-time passwords: scepd challenge otp --template default (valid once, for 60 minutes).\n\
+type = \"otp\"\n";
+
+/// `[signed_challenge]` as `init --challenge-mode signed` writes it.
+const SIGNED_CHALLENGE_TRUST: &str = r#"
+[signed_challenge]
+# Trusted MDM signers. challenge-signer.pem is a development signer written by `scepd init`;
+# replace it with your MDM's signing certificate (or its CA) in production.
+skew_seconds = 300
+max_lifetime_days = 30
+
+[[signed_challenge.signer]]
+certs = "challenge-signer.pem"
 "#;

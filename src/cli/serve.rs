@@ -97,6 +97,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
         let init = super::init::InitArgs {
             dir: dir.clone(),
             listen: "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?,
+            challenge_mode: super::init::ChallengeMode::Static,
             static_challenge: None,
             ca_key: "rsa2048".into(),
             ca_subject: "CN=scepd development CA".into(),

@@ -12,12 +12,17 @@ use std::time::SystemTime;
 use der::{Decode, Encode};
 use openssl::sha::sha256;
 use scepd_ca::{CaError, IssueRequest};
-use scepd_policy::{AllowAll, Constraints, Decision, PolicyInput, PolicyModule, StaticSecret};
+use arc_swap::ArcSwap;
+use scepd_policy::{
+    AllowAll, ChallengeKeys, Constraints, Decision, DecryptionKey, PolicyInput,
+    PolicyModule, SignedChallenge, StaticKeys, StaticSecret,
+};
 use x509_cert::ext::pkix::KeyUsage;
 use x509_cert::request::CertReq;
 
 use super::{Enroller, Refusal};
 use crate::config::{ChallengeConfig, Template};
+use crate::keys::RaIdentity;
 use crate::scep::decode::Opened;
 use crate::scep::{oids, MessageType};
 use crate::store::{CertRecord, CertStatus, Store, StoreError, TxBegin, TxKey};
@@ -66,8 +71,22 @@ pub fn poll<'a>(
 
 /// The policy module that a template's challenge configuration asks for. Verifiers that
 /// need a port (the one-time passwords need the store) get it here.
-pub fn policy_for(template: &Template, store: &Arc<dyn Store>) -> Arc<dyn PolicyModule> {
+pub fn policy_for(
+    template: &Template,
+    store: &Arc<dyn Store>,
+    ra: &Arc<ArcSwap<RaIdentity>>,
+) -> Arc<dyn PolicyModule> {
     match &template.challenge {
+        ChallengeConfig::Signed(Some(settings)) => {
+            let keys: Arc<dyn ChallengeKeys> = match &settings.decryption {
+                Some(key) => Arc::new(StaticKeys(vec![key.clone()])),
+                None => Arc::new(ra_decryption_keys(Arc::clone(ra))),
+            };
+            Arc::new(SignedChallenge::new(settings.trust.clone(), keys))
+        }
+        ChallengeConfig::Signed(None) => Arc::new(Unbuildable(
+            "no [signed_challenge] trust configured".into(),
+        )),
         ChallengeConfig::Static(secret) => Arc::new(StaticSecret::new(secret.clone())),
         ChallengeConfig::Otp(_) => Arc::new(OtpVerifier::new(Arc::clone(store), &template.name)),
         ChallengeConfig::Webhook(webhook) => match WebhookVerifier::new(webhook) {
@@ -75,6 +94,23 @@ pub fn policy_for(template: &Template, store: &Arc<dyn Store>) -> Arc<dyn Policy
             Err(e) => Arc::new(Unbuildable(format!("webhook URL: {e}"))),
         },
         ChallengeConfig::None => Arc::new(AllowAll),
+    }
+}
+
+/// The RA encryption keys in service, read at each request: MDMs encrypt signed challenges
+/// to the RA encryption certificate (GetCACert), which renews itself without a restart.
+fn ra_decryption_keys(
+    ra: Arc<ArcSwap<RaIdentity>>,
+) -> impl Fn() -> Vec<DecryptionKey> + Send + Sync {
+    move || {
+        ra.load()
+            .decrypters
+            .iter()
+            .map(|pair| DecryptionKey {
+                cert_der: pair.cert_der.clone(),
+                key: pair.key.clone(),
+            })
+            .collect()
     }
 }
 
@@ -292,7 +328,10 @@ fn authorize<'a>(
             Ok(false) => {
                 return Err(Refusal::bad_request(
                     "the challenge was already used",
-                    "one-time challenge reused",
+                    format!(
+                        "{}: one-time challenge reused",
+                        scepd_policy::DenialReason::ChallengeReplayed
+                    ),
                 ))
             }
             Err(e) => return Err(Refusal::internal(format!("store: redeem: {e}"))),

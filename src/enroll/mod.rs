@@ -140,8 +140,9 @@ pub struct Summary {
 
 /// Everything the cycle needs, built once at start-up and shared read-only.
 pub struct Enroller {
-    /// Swapped whole by an RA renewal; read without a lock on every request.
-    ra: ArcSwap<RaIdentity>,
+    /// Swapped whole by an RA renewal; read without a lock on every request (shared with the
+    /// signed-challenge verifiers, which decrypt with the RA encryption keys in service).
+    ra: Arc<ArcSwap<RaIdentity>>,
     ca: Arc<dyn CaBackend>,
     store: Arc<dyn Store>,
     templates: BTreeMap<String, Template>,
@@ -172,13 +173,14 @@ pub struct EnrollerParts {
 impl Enroller {
     /// Wires the parts; one policy module per template.
     pub fn new(parts: EnrollerParts) -> Self {
+        let ra = Arc::new(ArcSwap::from_pointee(parts.ra));
         let policies = parts
             .templates
             .iter()
-            .map(|(name, t)| (name.clone(), approve::policy_for(t, &parts.store)))
+            .map(|(name, t)| (name.clone(), approve::policy_for(t, &parts.store, &ra)))
             .collect();
         Self {
-            ra: ArcSwap::from_pointee(parts.ra),
+            ra,
             ca: parts.ca,
             store: parts.store,
             templates: parts.templates,

@@ -55,6 +55,7 @@ pub fn init_dir(dir: &Path, setup: &Setup) -> PathBuf {
     let args = InitArgs {
         dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        challenge_mode: scepd::cli::init::ChallengeMode::Static,
         static_challenge: Some(CHALLENGE.into()),
         ca_key: setup.ca_key.into(),
         ca_subject: "CN=scepd test CA,O=scepd tests".into(),
