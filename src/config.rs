@@ -410,6 +410,9 @@ pub struct RawChallenge {
     pub url: Option<String>,
     /// How long the webhook may take to answer, in milliseconds (`webhook`, default 5000).
     pub timeout_ms: Option<u64>,
+    /// PEM certificates an https webhook's server certificate must chain to (`webhook`;
+    /// default: the system's trusted CAs).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[key_usage_routing]`: NDES's SignatureTemplate / EncryptionTemplate / GeneralPurposeTemplate.
@@ -655,6 +658,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// HMAC-SHA256 key for the `X-Scepd-Signature` header, if configured.
     pub hmac_key: Option<Vec<u8>>,
+    /// PEM of the CAs an https webhook must chain to (`ca_file`), instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ChallengeConfig {
@@ -1205,19 +1210,20 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
     };
     // Keys of another type are errors, not silently ignored (a `url` on a static template
     // is a mistake worth hearing about).
-    let given: [(&str, bool); 6] = [
+    let given: [(&str, bool); 7] = [
         ("secret", raw.secret.is_some()),
         ("secret_file", raw.secret_file.is_some()),
         ("ttl_minutes", raw.ttl_minutes.is_some()),
         ("max_outstanding", raw.max_outstanding.is_some()),
         ("url", raw.url.is_some()),
         ("timeout_ms", raw.timeout_ms.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
     ];
     let allowed: &[&str] = match raw.kind.as_str() {
         "none" => &[],
         "static" => &["secret", "secret_file"],
         "otp" => &["ttl_minutes", "max_outstanding"],
-        "webhook" => &["url", "timeout_ms", "secret_file"],
+        "webhook" => &["url", "timeout_ms", "secret_file", "ca_file"],
         "signed" => &[],
         other => {
             return Err(format!(
@@ -1302,6 +1308,31 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
                     None
                 }
             };
+            let ca_pem = match raw.ca_file.as_ref().map(resolve) {
+                None => None,
+                Some(file) => match std::fs::read(&file) {
+                    Ok(pem)
+                        if openssl::x509::X509::stack_from_pem(&pem)
+                            .is_ok_and(|certs| !certs.is_empty()) =>
+                    {
+                        Some(pem)
+                    }
+                    Ok(_) => {
+                        problems.push(format!(
+                            "challenge.ca_file {}: no PEM certificate",
+                            file.display()
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(format!("challenge.ca_file {}: {e}", file.display()));
+                        None
+                    }
+                },
+            };
+            if raw.ca_file.is_some() && !url.starts_with("https://") {
+                problems.push("challenge.ca_file: only for an https url".to_owned());
+            }
             if !problems.is_empty() {
                 return Err(problems.join("; "));
             }
@@ -1309,6 +1340,7 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
                 url,
                 timeout: Duration::from_millis(timeout_ms),
                 hmac_key,
+                ca_pem,
             }))
         }
         _ => Ok(ChallengeConfig::None),

@@ -205,6 +205,15 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// An https receiver with this TLS identity.
+    fn start_tls(acceptor: openssl::ssl::SslAcceptor) -> Self {
+        Self::start_with(Some(Arc::new(acceptor)))
+    }
+
+    fn start_with(tls: Option<Arc<openssl::ssl::SslAcceptor>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -223,7 +232,20 @@ impl Receiver {
                         Ok((stream, _)) => {
                             served += 1;
                             let seen = Arc::clone(&seen);
-                            std::thread::spawn(move || serve_one(stream, &seen));
+                            let tls = tls.clone();
+                            std::thread::spawn(move || {
+                                stream.set_nonblocking(false).unwrap();
+                                let timeout = Some(Duration::from_secs(5));
+                                stream.set_read_timeout(timeout).unwrap();
+                                match tls {
+                                    Some(acceptor) => {
+                                        if let Ok(tls_stream) = acceptor.accept(stream) {
+                                            serve_one(tls_stream, &seen);
+                                        }
+                                    }
+                                    None => serve_one(stream, &seen),
+                                }
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -240,6 +262,10 @@ impl Receiver {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
     }
 
     fn seen(&self, path: &str) -> Vec<Seen> {
@@ -262,11 +288,7 @@ impl Drop for Receiver {
     }
 }
 
-fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>) {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+fn serve_one<S: Read + Write>(mut stream: S, seen: &Mutex<Vec<Seen>>) {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
     let (path, headers, body) = loop {
@@ -837,6 +859,10 @@ fn check_config_lists_every_otp_webhook_and_ndes_admin_problem() {
         "type = \"static\"\nsecret = \"s\"\nurl = \"https://x/\"",
     );
     write("unknown", "type = \"ldap\"");
+    write(
+        "hook-cafile",
+        "type = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nca_file = \"nope.pem\"",
+    );
     let config = dir.path().join("scepd.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(
@@ -857,9 +883,11 @@ fn check_config_lists_every_otp_webhook_and_ndes_admin_problem() {
         "challenge.url: a webhook needs a url",
         "missing.key",
         "url not allowed with type = \"static\"",
-        "\"ldap\" is not one of static, otp, webhook, none",
+        "challenge.type: \"ldap\" is not one of",
         "ndes_admin.template: template \"default\" does not use [challenge] type = \"otp\"",
         "ndes_admin.users_file",
+        "challenge.ca_file",
+        "only for an https url",
     ] {
         assert!(
             stderr.contains(expected),
@@ -944,4 +972,96 @@ fn scepd_serve_asks_the_webhook_and_never_logs_the_challenge() {
     assert!(log.contains("webhook did not allow"), "{log}");
     assert!(!log.contains(TOKEN), "the challenge reached the log");
     assert!(!log.contains(HMAC_KEY), "the HMAC key reached the log");
+}
+
+/// A test CA and a server certificate for 127.0.0.1 issued by it: (CA PEM, acceptor).
+fn tls_identity() -> (Vec<u8>, openssl::ssl::SslAcceptor) {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let name = |cn: &str| {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        name.build()
+    };
+    let certificate = |subject: &str, key: &openssl::pkey::PKey<openssl::pkey::Private>| {
+        let mut builder = X509Builder::new().unwrap();
+        builder.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(rand_u32()).unwrap();
+        builder
+            .set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        builder.set_subject_name(&name(subject)).unwrap();
+        builder.set_pubkey(key).unwrap();
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        builder
+    };
+    let ca_key = rsa_key(2048);
+    let mut ca = certificate("webhook test CA", &ca_key);
+    ca.set_issuer_name(&name("webhook test CA")).unwrap();
+    ca.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    ca.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
+        .unwrap();
+    ca.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = ca.build();
+    let key = rsa_key(2048);
+    let mut leaf = certificate("127.0.0.1", &key);
+    leaf.set_issuer_name(ca.subject_name()).unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&leaf.x509v3_context(Some(&ca), None))
+        .unwrap();
+    leaf.append_extension(san).unwrap();
+    leaf.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
+        .unwrap();
+    leaf.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let leaf = leaf.build();
+    let mut acceptor =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
+    acceptor.set_private_key(&key).unwrap();
+    acceptor.set_certificate(&leaf).unwrap();
+    acceptor.add_extra_chain_cert(ca.clone()).unwrap();
+    (ca.to_pem().unwrap(), acceptor.build())
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    openssl::rand::rand_bytes(&mut bytes).unwrap();
+    u32::from_be_bytes(bytes) >> 1
+}
+
+#[test]
+fn an_https_webhook_is_verified_against_ca_file() {
+    let (ca_pem, acceptor) = tls_identity();
+    let receiver = Receiver::start_tls(acceptor);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let key_file = dir.path().join("webhook.key");
+    std::fs::write(&key_file, HMAC_KEY).unwrap();
+    let trusting = format!(
+        "[challenge]\ntype = \"webhook\"\nurl = \"{}\"\nca_file = \"{}\"\n\n[issuance]\nvalidity_days = 30\n",
+        receiver.https_url("/allow"),
+        ca_file.display()
+    );
+    // Without ca_file the system's CAs apply, and they do not know the test CA.
+    let system_trust = webhook_template(&receiver.https_url("/deny"), &key_file);
+    let instance = Instance::new(Setup {
+        templates: vec![("trusting", trusting), ("system", system_trust)],
+        ..Setup::default()
+    });
+    assert_success(&enroll(&instance, "/scep/trusting", "tls", "tls-tx", "x"));
+    assert_eq!(receiver.seen("/allow").len(), 1);
+    assert_bad_request(&enroll(&instance, "/scep/system", "tls2", "tls-tx-2", "x"));
+    // The handshake failed: the receiver never saw a request.
+    assert!(receiver.seen("/deny").is_empty());
 }

@@ -21,6 +21,9 @@
 //! a body that is not such JSON, no complete answer within `timeout_ms`, a connection
 //! failure) denies; the reason goes to the request log, never the challenge.
 //!
+//! https verifies the server's certificate chain and name against the system's trusted CAs,
+//! or only against the certificates of `ca_file` when set (an internal CA).
+//!
 //! The client is a small blocking HTTP/1.1 client on `std::net` (and openssl for https),
 //! run on a helper thread that `evaluate` waits for with `recv_timeout`: `evaluate` is
 //! synchronous and runs on tokio's blocking pool, and waiting on a channel bounds the whole
@@ -33,6 +36,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use der::{Decode, Encode};
+use openssl::ssl::{SslConnector, SslMethod};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
 use scepd_policy::{Approval, Decision, DenialReason, PolicyInput, PolicyModule};
 use serde::{Deserialize, Serialize};
 use x509_cert::ext::pkix::name::GeneralName;
@@ -183,16 +189,25 @@ pub struct WebhookVerifier {
     target: Target,
     timeout: Duration,
     hmac_key: Option<Vec<u8>>,
+    /// For https: the system's trusted CAs, or only those of `ca_file`.
+    tls: Option<SslConnector>,
 }
 
 impl WebhookVerifier {
     /// A verifier for a validated configuration; `Err` only for a URL that does not parse
     /// (config validation already refused those).
     pub fn new(config: &WebhookConfig) -> Result<Self, String> {
+        let target = Target::parse(&config.url)?;
+        let tls = if target.tls {
+            Some(connector(config.ca_pem.as_deref()).map_err(|e| format!("TLS: {e}"))?)
+        } else {
+            None
+        };
         Ok(Self {
-            target: Target::parse(&config.url)?,
+            target,
             timeout: config.timeout,
             hmac_key: config.hmac_key.clone(),
+            tls,
         })
     }
 
@@ -225,6 +240,20 @@ impl WebhookVerifier {
     }
 }
 
+/// A TLS client that verifies the server's certificate and name, against `ca_pem`'s
+/// certificates only when given, else the system's trusted CAs.
+fn connector(ca_pem: Option<&[u8]>) -> Result<SslConnector, openssl::error::ErrorStack> {
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    if let Some(pem) = ca_pem {
+        let mut store = X509StoreBuilder::new()?;
+        for cert in X509::stack_from_pem(pem)? {
+            store.add_cert(cert)?;
+        }
+        builder.set_cert_store(store.build());
+    }
+    Ok(builder.build())
+}
+
 /// HMAC-SHA256(key, timestamp + "." + body).
 pub fn sign(key: &[u8], timestamp: u64, body: &[u8]) -> Result<Vec<u8>, String> {
     let key = openssl::pkey::PKey::hmac(key).map_err(|e| e.to_string())?;
@@ -252,7 +281,7 @@ impl PolicyModule for WebhookVerifier {
                 )
             }
         };
-        let answer = call(&self.target, self.timeout, headers, body);
+        let answer = call(&self.target, self.tls.clone(), self.timeout, headers, body);
         let (status, answer_body) = match answer {
             Ok(answer) => answer,
             Err(e) => {
@@ -397,6 +426,7 @@ fn key_info(csr: &CertReq) -> KeyInfo {
 /// One POST, bounded by `timeout` as a whole: (status, body).
 fn call(
     target: &Target,
+    tls: Option<SslConnector>,
     timeout: Duration,
     headers: Vec<String>,
     body: Vec<u8>,
@@ -407,7 +437,14 @@ fn call(
     std::thread::Builder::new()
         .name("scepd-webhook".into())
         .spawn(move || {
-            let result = exchange(&target_for_thread, timeout, &headers, &body, started);
+            let result = exchange(
+                &target_for_thread,
+                tls.as_ref(),
+                timeout,
+                &headers,
+                &body,
+                started,
+            );
             // The caller may have stopped waiting: nothing to do then.
             let _ = tx.send(result);
         })
@@ -426,6 +463,7 @@ fn call(
 
 fn exchange(
     target: &Target,
+    tls: Option<&SslConnector>,
     timeout: Duration,
     headers: &[String],
     body: &[u8],
@@ -460,17 +498,19 @@ fn exchange(
     }
     request.extend_from_slice(b"\r\n");
     request.extend_from_slice(body);
-    if target.tls {
-        let connector = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
-            .map_err(|e| e.to_string())?
-            .build();
-        let mut tls = connector
-            .connect(&target.host, stream)
-            .map_err(|e| format!("TLS with {}: {e}", target.host))?;
-        round_trip(&mut tls, &request, started, timeout)
-    } else {
-        let mut stream = stream;
-        round_trip(&mut stream, &request, started, timeout)
+    match tls {
+        Some(connector) => {
+            // Verifies the certificate chain and that it names the host (or IP address).
+            let mut tls = connector
+                .connect(&target.host, stream)
+                .map_err(|e| format!("TLS with {}: {e}", target.host))?;
+            round_trip(&mut tls, &request, started, timeout)
+        }
+        None if target.tls => Err("https without a TLS client".into()),
+        None => {
+            let mut stream = stream;
+            round_trip(&mut stream, &request, started, timeout)
+        }
     }
 }
 
