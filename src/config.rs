@@ -1383,3 +1383,33 @@ fn check_template_references(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The example templates shipped in `templates/` stay valid as the format grows (copied
+    /// into a setup that has the `challenge.secret` the static ones name).
+    #[test]
+    fn every_example_template_loads() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let setup = tempfile::tempdir().unwrap();
+        std::fs::write(setup.path().join("challenge.secret"), "s3cret\n").unwrap();
+        let dir = setup.path().join("templates");
+        std::fs::create_dir(&dir).unwrap();
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let source = entry.unwrap().path();
+            if source.extension().is_some_and(|x| x == "toml") {
+                let path = dir.join(source.file_name().unwrap());
+                std::fs::copy(&source, &path).unwrap();
+                let name = path.file_stem().unwrap().to_str().unwrap();
+                load_template(&path, name)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", source.display()));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 4, "templates/ holds the examples");
+    }
+}

@@ -155,9 +155,11 @@ fn challenge_recipient(config_path: &Path, config: &Config) -> Result<Vec<u8>, S
     let raw = crate::rollover::read_raw(config_path).map_err(|e| e.to_string())?;
     let now = SystemTime::now();
     let dir = config_path.parent().unwrap_or(Path::new("."));
-    let switched = raw.generation.iter().rev().find(|g| {
-        crate::rollover::parse_rfc3339(&g.switch_at).is_ok_and(|at| at <= now)
-    });
+    let switched = raw
+        .generation
+        .iter()
+        .rev()
+        .find(|g| crate::rollover::parse_rfc3339(&g.switch_at).is_ok_and(|at| at <= now));
     let path = match (switched, &config.ra) {
         (Some(generation), _) => generation
             .ra_encrypt_cert
@@ -171,7 +173,11 @@ fn challenge_recipient(config_path: &Path, config: &Config) -> Result<Vec<u8>, S
 }
 
 /// The claims `args` ask for, valid from `now` for the ttl.
-fn claims(args: &MintArgs, template: &str, now: SystemTime) -> Result<scepd_policy::Claims, String> {
+fn claims(
+    args: &MintArgs,
+    template: &str,
+    now: SystemTime,
+) -> Result<scepd_policy::Claims, String> {
     let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?

@@ -339,7 +339,8 @@ allowed_san_types = ["dns", "email", "upn", "uri", "ip"]
 "#;
 
 /// The default template's `[challenge]` in static mode (replaced in the other modes).
-const STATIC_CHALLENGE_SECTION: &str = "[challenge]\ntype = \"static\"\nsecret_file = \"../challenge.secret\"\n";
+const STATIC_CHALLENGE_SECTION: &str =
+    "[challenge]\ntype = \"static\"\nsecret_file = \"../challenge.secret\"\n";
 
 const SIGNED_CHALLENGE_SECTION: &str = "[challenge]\n\
 # A signed, encrypted challenge per device (docs/challenge-format.md): the CSR must match it.\n\
