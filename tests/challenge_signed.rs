@@ -634,3 +634,68 @@ fn url_escape(text: &str) -> String {
         })
         .collect()
 }
+
+/// `init --challenge-mode` chooses the default template's verifier; `--static-challenge`
+/// goes with static mode only.
+#[test]
+fn init_challenge_modes() {
+    let scepd = || Command::new(env!("CARGO_BIN_EXE_scepd"));
+    let dir = tempfile::tempdir().unwrap();
+    let refused = common::run_bounded(
+        scepd()
+            .args([
+                "init",
+                "--challenge-mode",
+                "signed",
+                "--static-challenge",
+                "x",
+                "--dir",
+            ])
+            .arg(dir.path().join("both")),
+        DEADLINE,
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--static-challenge"));
+    assert!(!dir.path().join("both/scepd.toml").exists());
+
+    let otp_dir = dir.path().join("otp");
+    let init = common::run_bounded(
+        scepd()
+            .args(["init", "--challenge-mode", "otp", "--dir"])
+            .arg(&otp_dir)
+            .args(["--admin-listen", &common::free_loopback_addr().to_string()]),
+        DEADLINE,
+    );
+    assert!(init.status.success(), "{}", common::describe(&init));
+    let config = otp_dir.join("scepd.toml");
+    let password = common::run_bounded(
+        scepd()
+            .args(["challenge", "otp", "--template", "default", "--config"])
+            .arg(&config),
+        DEADLINE,
+    );
+    assert!(password.status.success(), "{}", common::describe(&password));
+    let text = String::from_utf8(password.stdout).unwrap();
+    let text = text.trim();
+    assert!(
+        text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+    // A signed-mode setup has no one-time passwords, and mint refuses an otp template.
+    let mint = common::run_bounded(
+        scepd()
+            .args([
+                "challenge",
+                "mint",
+                "--template",
+                "default",
+                "--subject",
+                "CN=x",
+            ])
+            .arg("--config")
+            .arg(&config),
+        DEADLINE,
+    );
+    assert!(!mint.status.success());
+    assert!(String::from_utf8_lossy(&mint.stderr).contains("does not use"));
+}
