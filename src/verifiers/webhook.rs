@@ -626,10 +626,27 @@ fn dechunk(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
             return Ok(None);
         };
         body.extend_from_slice(data);
-        let Some(after) = bytes.get(data_end + 2..) else {
+        let after_data = data_end.checked_add(2).ok_or("chunk size overflows")?;
+        let Some(after) = bytes.get(after_data..) else {
             return Ok(None);
         };
         bytes = after;
+    }
+}
+
+/// Entry point for the cargo-fuzz target `webhook_answer` (design rule 5). Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads `bytes` as a webhook's HTTP answer, complete or cut at end of stream, and its
+    /// body as the JSON answer; must never panic.
+    pub fn answer(bytes: &[u8]) {
+        let parsed = match super::parse_answer(bytes) {
+            Ok(Some(parsed)) => Some(parsed),
+            _ => super::parse_answer_at_eof(bytes).ok(),
+        };
+        if let Some((_, body)) = parsed {
+            let _ = serde_json::from_slice::<super::WebhookAnswer>(&body);
+        }
     }
 }
 
@@ -698,6 +715,33 @@ mod tests {
         assert!(
             parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
         );
+    }
+
+    /// The fuzz seeds, and a bounded set of mutations of them, through the fuzz entry point.
+    #[test]
+    fn fuzz_seeds_and_mutations_never_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/webhook_answer");
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(seeds.len() >= 3);
+        seeds.push(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab".to_vec(),
+        );
+        for seed in &seeds {
+            super::fuzzing::answer(seed);
+            for cut in 0..seed.len().min(200) {
+                super::fuzzing::answer(&seed[..cut]);
+            }
+            for (i, flip) in
+                (0..seed.len().min(300)).zip([0x01u8, 0x80, 0xff, 0x30, 0x0d].iter().cycle())
+            {
+                let mut mutated = seed.clone();
+                mutated[i] ^= flip;
+                super::fuzzing::answer(&mutated);
+            }
+        }
     }
 
     #[test]
