@@ -146,8 +146,8 @@ fn attribute_type(key: &str) -> Result<(ObjectIdentifier, StringKind), CaError> 
         Some((_, _, oid, kind)) => (*oid, *kind),
         None => (key, StringKind::Utf8),
     };
-    let oid = ObjectIdentifier::new(oid)
-        .map_err(|_| CaError::InvalidName(format!("unknown attribute type {key:?}")))?;
+    let oid = crate::parse_dotted_oid(oid)
+        .ok_or_else(|| CaError::InvalidName(format!("unknown attribute type {key:?}")))?;
     Ok((oid, kind))
 }
 
@@ -269,6 +269,13 @@ fn escape_into(text: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    /// An OID arc beyond `u32` is an error, not a panic inside const-oid.
+    #[test]
+    fn oversized_oid_arcs_are_an_error() {
+        assert!(parse_dn("1.2.99999999999=x").is_err());
+        assert!(parse_dn("2.5.4.3=ok").is_ok());
+    }
     use super::*;
 
     #[test]

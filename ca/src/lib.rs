@@ -160,6 +160,20 @@ pub mod fuzzing {
     }
 }
 
+/// `ObjectIdentifier::new` on dotted text, after checking that every arc is 1 to 9 decimal
+/// digits: const-oid 0.9 accumulates an arc in a `u32` without overflow checks, which panics
+/// in builds with overflow checks (found by the `signed_challenge` fuzz target).
+pub(crate) fn parse_dotted_oid(text: &str) -> Option<const_oid::ObjectIdentifier> {
+    let arcs_fit = text
+        .split('.')
+        .all(|arc| (1..=9).contains(&arc.len()) && arc.bytes().all(|b| b.is_ascii_digit()));
+    if arcs_fit {
+        const_oid::ObjectIdentifier::new(text).ok()
+    } else {
+        None
+    }
+}
+
 /// Whether the certificate `cert_der` carries a valid signature by the key of the CA
 /// certificate `ca_der`. Unreadable input is `false`.
 pub fn signed_by(cert_der: &[u8], ca_der: &[u8]) -> bool {

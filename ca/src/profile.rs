@@ -371,7 +371,7 @@ fn parse_eku(name: &str) -> Option<ObjectIdentifier> {
         "emailProtection" => oid::KP_EMAIL_PROTECTION,
         "ipsecIKE" => oid::KP_IPSEC_IKE,
         "smartcardLogon" => oid::KP_SMARTCARD_LOGON,
-        dotted => return ObjectIdentifier::new(dotted).ok(),
+        dotted => return crate::parse_dotted_oid(dotted),
     })
 }
 

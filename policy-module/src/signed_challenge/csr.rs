@@ -255,7 +255,7 @@ fn check_eku(extensions: &[Extension], claims: &Claims) -> Result<(), Denial> {
     };
     let mut claimed: Vec<ObjectIdentifier> = oids
         .iter()
-        .filter_map(|o| ObjectIdentifier::new(o).ok())
+        .filter_map(|o| super::parse_dotted_oid(o))
         .collect();
     let ext = find(extensions, ID_CE_EXT_KEY_USAGE).ok_or_else(|| {
         deny(

@@ -139,14 +139,14 @@ pub(crate) fn parse_rfc4514(text: &str) -> Result<Vec<Rdn>, String> {
 
 fn attribute_type(name: &str) -> Result<ObjectIdentifier, String> {
     if let Some((_, oid)) = NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-        return ObjectIdentifier::new(oid).map_err(|e| e.to_string());
+        return super::parse_dotted_oid(oid).ok_or_else(|| format!("bad OID {oid:?}"));
     }
     let dotted = name
         .strip_prefix("OID.")
         .or_else(|| name.strip_prefix("oid."))
         .unwrap_or(name);
     if dotted.starts_with(|c: char| c.is_ascii_digit()) {
-        return ObjectIdentifier::new(dotted).map_err(|_| format!("bad OID {name:?}"));
+        return super::parse_dotted_oid(dotted).ok_or_else(|| format!("bad OID {name:?}"));
     }
     Err(format!("unknown attribute type {name:?}"))
 }

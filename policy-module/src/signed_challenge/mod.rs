@@ -381,6 +381,20 @@ fn check_issuer(trust: &SignedChallengeTrust, chain: &[Vec<u8>], iss: &str) -> R
     }
 }
 
+/// `ObjectIdentifier::new` on dotted text, after checking that every arc is 1 to 9 decimal
+/// digits: const-oid 0.9 accumulates an arc in a `u32` without overflow checks, which panics
+/// in builds with overflow checks (found by the `signed_challenge` fuzz target).
+pub(crate) fn parse_dotted_oid(text: &str) -> Option<const_oid::ObjectIdentifier> {
+    let arcs_fit = text
+        .split('.')
+        .all(|arc| (1..=9).contains(&arc.len()) && arc.bytes().all(|b| b.is_ascii_digit()));
+    if arcs_fit {
+        const_oid::ObjectIdentifier::new(text).ok()
+    } else {
+        None
+    }
+}
+
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of this module on raw input.
 #[doc(hidden)]
 pub mod fuzzing {
@@ -465,6 +479,23 @@ impl PolicyModule for SignedChallenge {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the fuzz target: an OID arc too large for a `u32` panicked in const-oid.
+    #[test]
+    fn oversized_oid_arcs_are_refused_not_a_panic() {
+        for text in [
+            "888883333333=338",
+            "1.2.99999999999=x",
+            "OID.2.5.4.3.4294967296=x",
+        ] {
+            assert!(!super::fuzzing::rfc4514(text), "{text}");
+        }
+        assert!(super::parse_dotted_oid("2.5.4.3").is_some());
+        assert!(super::parse_dotted_oid("1.3.6.1.4.1.311.20.2.3").is_some());
+        for bad in ["", "1..2", "1.2.", "1.2.3a", "1.2.1234567890"] {
+            assert!(super::parse_dotted_oid(bad).is_none(), "{bad:?}");
+        }
+    }
+
     /// Bounded mutations of valid inputs through the fuzz entry points: none may panic.
     #[test]
     fn parsers_survive_mutated_input() {
