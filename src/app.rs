@@ -56,6 +56,27 @@ pub struct App {
     caps_with_next_ca: Bytes,
     /// NDES's one-time-password page `/certsrv/mscep_admin/`, when enabled.
     ndes_admin: Option<Arc<crate::verifiers::ndes_admin::NdesAdmin>>,
+    /// The CAs of `[cas.<name>]`, each with the templates that name it.
+    others: Vec<CaService>,
+}
+
+/// A further CA's SCEP face (`[cas.<name>]`): its enroller (its templates, RA identity and
+/// CA) and its GetCACert answer.
+struct CaService {
+    name: String,
+    enroller: Arc<Enroller>,
+    ca_cert_body: ArcSwap<Bytes>,
+    ca_cert_type: &'static str,
+}
+
+/// What answers one request: the default CA's parts or a further CA's.
+#[derive(Clone, Copy)]
+struct Face<'a> {
+    enroller: &'a Arc<Enroller>,
+    ca_cert_body: &'a ArcSwap<Bytes>,
+    ca_cert_type: &'static str,
+    /// The default CA (the only one a rollover's GetNextCACert is for).
+    is_default: bool,
 }
 
 /// The CRL and OCSP endpoints (issue 4 items 5 and 6); absent, both paths answer 404.
@@ -92,7 +113,84 @@ impl App {
             next_ca: None,
             caps_with_next_ca: Bytes::from(capabilities(true)),
             ndes_admin: None,
+            others: Vec::new(),
         })
+    }
+
+    /// Adds a further CA (`[cas.<name>]`): `enroller` holds its templates, and GetCACert on
+    /// their paths (or with `message=<name>` on a path without a template) answers for it.
+    pub fn with_extra_ca(mut self, name: &str, enroller: Enroller) -> Result<Self, AppError> {
+        let (body, ca_cert_type) = ca_cert_response(&enroller)?;
+        self.others.push(CaService {
+            name: name.to_ascii_lowercase(),
+            enroller: Arc::new(enroller),
+            ca_cert_body: ArcSwap::from_pointee(body),
+            ca_cert_type,
+        });
+        Ok(self)
+    }
+
+    /// The enroller of a further CA, by name.
+    pub fn extra_enroller(&self, name: &str) -> Option<&Arc<Enroller>> {
+        self.others
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(name))
+            .map(|o| &o.enroller)
+    }
+
+    /// Puts a renewed RA identity of the further CA `name` into service (see
+    /// [`App::replace_ra`]).
+    pub fn replace_extra_ra(&self, name: &str, ra: RaIdentity) -> Result<(), AppError> {
+        let other = self
+            .others
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| AppError(format!("no CA named {name}")))?;
+        let (body, _) = ca_cert_body(other.enroller.ca().chain(), &ra)?;
+        other.enroller.replace_ra(ra);
+        other.ca_cert_body.store(Arc::new(body));
+        Ok(())
+    }
+
+    fn default_face(&self) -> Face<'_> {
+        Face {
+            enroller: &self.enroller,
+            ca_cert_body: &self.ca_cert_body,
+            ca_cert_type: self.ca_cert_type,
+            is_default: true,
+        }
+    }
+
+    fn face_of(other: &CaService) -> Face<'_> {
+        Face {
+            enroller: &other.enroller,
+            ca_cert_body: &other.ca_cert_body,
+            ca_cert_type: other.ca_cert_type,
+            is_default: false,
+        }
+    }
+
+    /// The CA answering for the template `name`, and the template.
+    fn locate(&self, name: &str) -> Option<(Face<'_>, &Template)> {
+        if let Some(template) = self.enroller.template(name) {
+            return Some((self.default_face(), template));
+        }
+        self.others.iter().find_map(|other| {
+            other
+                .enroller
+                .template(name)
+                .map(|template| (Self::face_of(other), template))
+        })
+    }
+
+    /// On a path without a template, GetCACert, GetCACaps and GetNextCACert may name a further
+    /// CA in `message` (RFC 8894 §4.2: the CA identifier); anything else is the default CA.
+    fn face_named(&self, message: Option<&str>) -> Option<Face<'_>> {
+        let message = message?;
+        self.others
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(message))
+            .map(Self::face_of)
     }
 
     /// Serves GetNextCACert with `body` (see `rollover::next_ca_body`) and advertises it
@@ -144,17 +242,25 @@ impl App {
         {
             return page;
         }
-        let template = match request::classify_path(&path) {
+        let (template, named_path) = match request::classify_path(&path) {
             Endpoint::Health => return plain(StatusCode::OK, "ok\n"),
             Endpoint::NotFound => return plain(StatusCode::NOT_FOUND, "not found\n"),
-            Endpoint::Scep(name) => name.unwrap_or_else(|| self.default_template.clone()),
+            Endpoint::Scep(Some(name)) => (name, true),
+            Endpoint::Scep(None) => (self.default_template.clone(), false),
             Endpoint::Crl(name) => return self.crl(request.method(), &name),
             Endpoint::Ocsp => return self.ocsp(request).await,
         };
-        let Some(template) = self.enroller.template(&template) else {
+        let Some((mut face, template)) = self.locate(&template) else {
             return plain(StatusCode::NOT_FOUND, "no such SCEP template\n");
         };
         let query = request::parse_query(request.uri().query().unwrap_or(""));
+        let is_ca_query = matches!(
+            query.operation.as_deref().and_then(Operation::parse),
+            Some(Operation::GetCaCert | Operation::GetCaCaps | Operation::GetNextCaCert)
+        );
+        if !named_path && is_ca_query {
+            face = self.face_named(query.message.as_deref()).unwrap_or(face);
+        }
         let operation = match (request.method(), query.operation.as_deref()) {
             // NDES with the Intune policy module answers a bare GET with 403; admins' health
             // checks (Validate-NDESConfiguration) read 403 as healthy.
@@ -169,7 +275,7 @@ impl App {
         };
         let (response, summary) = match (request.method(), operation) {
             (&Method::GET | &Method::HEAD, Operation::GetCaCaps) => {
-                let caps = match self.offered_next_ca() {
+                let caps = match self.offered_next_ca().filter(|_| face.is_default) {
                     Some(_) => &self.caps_with_next_ca,
                     None => &self.caps,
                 };
@@ -178,18 +284,24 @@ impl App {
             (&Method::GET | &Method::HEAD, Operation::GetCaCert) => (
                 typed(
                     StatusCode::OK,
-                    self.ca_cert_type,
-                    Bytes::clone(&self.ca_cert_body.load()),
+                    face.ca_cert_type,
+                    Bytes::clone(&face.ca_cert_body.load()),
                 ),
                 None,
             ),
-            (&Method::GET | &Method::HEAD, Operation::GetNextCaCert) => (self.next_ca_cert(), None),
+            (&Method::GET | &Method::HEAD, Operation::GetNextCaCert) if face.is_default => {
+                (self.next_ca_cert(), None)
+            }
+            (&Method::GET | &Method::HEAD, Operation::GetNextCaCert) => (
+                plain(StatusCode::NOT_FOUND, "no next CA certificate\n"),
+                None,
+            ),
             (&Method::GET, Operation::PkiOperation) => {
                 match get_message(query.message, &request)
                     .as_deref()
                     .and_then(request::decode_message)
                 {
-                    Some(message) => self.pki_operation(template, message).await,
+                    Some(message) => self.pki_operation(face.enroller, template, message).await,
                     None => (
                         plain(
                             StatusCode::BAD_REQUEST,
@@ -200,7 +312,7 @@ impl App {
                 }
             }
             (&Method::POST, Operation::PkiOperation) => {
-                self.pki_operation(template, request.into_body().to_vec())
+                self.pki_operation(face.enroller, template, request.into_body().to_vec())
                     .await
             }
             _ => (
@@ -222,6 +334,7 @@ impl App {
     /// crypto threads (one per core).
     async fn pki_operation(
         &self,
+        enroller: &Arc<Enroller>,
         template: &Template,
         message: Vec<u8>,
     ) -> (Response<Bytes>, Option<Summary>) {
@@ -238,7 +351,7 @@ impl App {
                 None,
             );
         };
-        let enroller = Arc::clone(&self.enroller);
+        let enroller = Arc::clone(enroller);
         let template_name = template.name.clone();
         let job = tokio::task::spawn_blocking(move || match enroller.template(&template_name) {
             Some(template) => enroller.pki_operation(template, &message, SystemTime::now()),

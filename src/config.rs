@@ -55,6 +55,39 @@ pub struct RawConfig {
     pub ndes_admin: RawNdesAdmin,
     /// `[signed_challenge]`: whom templates with `type = "signed"` trust.
     pub signed_challenge: Option<RawSignedChallenge>,
+    /// `[cas.<name>]`: further CAs, each serving the templates that name it (`ca = "<name>"`).
+    #[serde(default)]
+    pub cas: BTreeMap<String, RawExtraCa>,
+}
+
+/// `[cas.<name>]`: a further software CA and, optionally, its RA certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtraCa {
+    /// CA certificate, PEM.
+    pub cert: PathBuf,
+    /// CA private key, PEM (optionally encrypted).
+    pub key: PathBuf,
+    /// Certificates above the CA (PEM, issuer first), served with it.
+    pub chain: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase.
+    pub key_passphrase_env: Option<String>,
+    /// File holding the key's passphrase.
+    pub key_passphrase_file: Option<PathBuf>,
+    /// `[cas.<name>.ra]`: its RA certificates; without, the CA key decrypts and signs.
+    pub ra: Option<RawRa>,
+}
+
+/// A further CA (`[cas.<name>]`), validated.
+#[derive(Debug, Clone)]
+pub struct ExtraCa {
+    /// Its name: in `ca = "<name>"` of templates, in `/crl/<name>.crl`, and as the
+    /// `message` of GetCACert on a path without a template.
+    pub name: String,
+    /// Its certificate and key.
+    pub ca: CaConfig,
+    /// Its RA certificates.
+    pub ra: Option<RaConfig>,
 }
 
 /// `[signed_challenge]`: the trust of the signed-challenge verifier (docs/challenge-format.md).
@@ -367,6 +400,8 @@ pub struct RawTemplate {
     /// `[renewal]`: RenewalReq rules.
     #[serde(default)]
     pub renewal: RawRenewal,
+    /// The CA that issues for this template: a `[cas.<name>]` of scepd.toml (default: `[ca]`).
+    pub ca: Option<String>,
 }
 
 /// `[renewal]`: who may renew, when, and what happens to the old certificate.
@@ -464,6 +499,8 @@ pub struct Config {
     pub ndes_admin: Option<NdesAdminConfig>,
     /// `[signed_challenge]`, when present (also handed to each `type = "signed"` template).
     pub signed_challenge: Option<Arc<SignedChallengeSettings>>,
+    /// `[cas.<name>]`: the CAs besides `[ca]`.
+    pub extra_cas: Vec<ExtraCa>,
 }
 
 /// What issued certificates point to when their template names no URLs of its own.
@@ -476,6 +513,21 @@ pub struct IssuanceDefaults {
 }
 
 impl IssuanceDefaults {
+    /// The CRL URLs for a template of the CA `ca` (`None`: `[ca]`): each CA's certificates
+    /// name its own CRL, `<public_url>/crl/<ca>.crl`.
+    pub fn crl_urls_for(&self, ca: Option<&str>) -> Vec<String> {
+        let Some(ca) = ca else {
+            return self.crl_distribution_points.clone();
+        };
+        self.crl_distribution_points
+            .iter()
+            .map(|url| match url.rfind("/crl/") {
+                Some(at) => format!("{}/crl/{}.crl", &url[..at], ca.to_ascii_lowercase()),
+                None => url.clone(),
+            })
+            .collect()
+    }
+
     /// From `[server] public_url` and `[ca] name`; none without a public URL.
     pub fn from_public_url(public_url: Option<&str>, ca_name: &str) -> Self {
         match public_url {
@@ -587,6 +639,8 @@ pub struct Template {
     pub pending_expiry: std::time::Duration,
     /// RenewalReq rules.
     pub renewal: RenewalPolicy,
+    /// The `[cas.<name>]` that issues for it; `None` for `[ca]`.
+    pub ca: Option<String>,
 }
 
 /// A template's renewal rules (`[renewal]`).
@@ -788,6 +842,8 @@ impl Config {
         let templates_dir = resolve(&raw.templates.dir);
         let templates = load_templates(&templates_dir, &defaults, &mut errors);
         check_template_references(&templates, &raw.templates.default, &mut errors);
+        let extra_cas = validate_extra_cas(&raw.cas, &ca_name, &resolve, &mut errors);
+        check_template_cas(&templates, &extra_cas, &mut errors);
         let ndes_admin = validate_ndes_admin(&raw.ndes_admin, &templates, &resolve, &mut errors);
         let signed_challenge = raw
             .signed_challenge
@@ -823,7 +879,92 @@ impl Config {
             ocsp_delegated_days,
             ndes_admin,
             signed_challenge,
+            extra_cas,
         })
+    }
+}
+
+/// `[cas.<name>]`: names usable in URLs and distinct from `[ca] name`; files that exist.
+fn validate_extra_cas(
+    raw: &BTreeMap<String, RawExtraCa>,
+    default_name: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<String>,
+) -> Vec<ExtraCa> {
+    let mut cas = Vec::new();
+    for (name, ca) in raw {
+        let lower = name.to_ascii_lowercase();
+        if !is_url_safe_name(name) {
+            errors.push(format!("cas.{name}: use letters, digits, '-' and '_'"));
+            continue;
+        }
+        if lower == default_name.to_ascii_lowercase() {
+            errors.push(format!("cas.{name}: the name of [ca] already"));
+            continue;
+        }
+        let passphrase = match (&ca.key_passphrase_env, &ca.key_passphrase_file) {
+            (Some(_), Some(_)) => {
+                errors.push(format!(
+                    "cas.{name}: set key_passphrase_env or key_passphrase_file, not both"
+                ));
+                Passphrase::None
+            }
+            (Some(var), None) => Passphrase::Env(var.clone()),
+            (None, Some(file)) => Passphrase::File(resolve(file)),
+            (None, None) => Passphrase::None,
+        };
+        let extra = ExtraCa {
+            name: lower,
+            ca: CaConfig {
+                cert: resolve(&ca.cert),
+                key: resolve(&ca.key),
+                chain: ca.chain.as_deref().map(resolve),
+                passphrase,
+            },
+            ra: ca.ra.as_ref().map(|r| RaConfig {
+                sign_cert: resolve(&r.sign_cert),
+                sign_key: resolve(&r.sign_key),
+                encrypt_cert: resolve(&r.encrypt_cert),
+                encrypt_key: resolve(&r.encrypt_key),
+                renew_before: Duration::from_secs(u64::from(r.renew_before_days) * 86_400),
+            }),
+        };
+        let mut problems = Vec::new();
+        check_files_exist(&extra.ca, extra.ra.as_ref(), None, &mut problems);
+        errors.extend(problems.into_iter().map(|p| format!("cas.{name}: {p}")));
+        cas.push(extra);
+    }
+    cas
+}
+
+/// A template's `ca` must name a `[cas.<name>]`, and key-usage routing stays with one CA
+/// (the request was encrypted to that CA's RA certificate).
+fn check_template_cas(
+    templates: &BTreeMap<String, Template>,
+    extra: &[ExtraCa],
+    errors: &mut Vec<String>,
+) {
+    for template in templates.values() {
+        if let Some(ca) = &template.ca {
+            if !extra.iter().any(|e| e.name == *ca) {
+                errors.push(format!(
+                    "template {}: ca = {ca:?} names no [cas.{ca}] in scepd.toml",
+                    template.name
+                ));
+            }
+        }
+        let r = &template.routing;
+        for target in [&r.signature, &r.encryption, &r.general_purpose]
+            .into_iter()
+            .flatten()
+        {
+            if templates.get(target).is_some_and(|t| t.ca != template.ca) {
+                errors.push(format!(
+                    "template {}: key_usage_routing to {target:?}, which another CA serves",
+                    template.name
+                ));
+            }
+        }
     }
 }
 
@@ -1143,7 +1284,7 @@ pub fn load_template_with_defaults(
         .ok()
         .map(|mut p| {
             if p.crl_distribution_points.is_empty() {
-                p.crl_distribution_points = defaults.crl_distribution_points.clone();
+                p.crl_distribution_points = defaults.crl_urls_for(raw.ca.as_deref());
             }
             if p.ocsp_urls.is_empty() {
                 p.ocsp_urls = defaults.ocsp_urls.clone();
@@ -1189,6 +1330,7 @@ pub fn load_template_with_defaults(
             manual_approval: raw.manual_approval,
             pending_expiry: std::time::Duration::from_secs(u64::from(pending_hours) * 3600),
             renewal,
+            ca: raw.ca.map(|ca| ca.to_ascii_lowercase()),
         }),
         _ => Err(errors),
     }

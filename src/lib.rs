@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod ocsp;
 pub mod ra_renewal;
+pub mod multi_ca;
 pub mod rollover;
 pub mod scep;
 pub mod store;

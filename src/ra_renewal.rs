@@ -77,14 +77,41 @@ pub fn renew_in_charge_if_due(
     }
 }
 
-/// Renews both RA certificates when either is due; returns whether it did.
+/// Renews both RA certificates of the default CA when either is due; returns whether it did.
 pub fn renew_if_due(
     app: &App,
     ca: &SoftwareCa,
     config: &RaConfig,
     now: SystemTime,
 ) -> Result<bool, RenewalError> {
-    let current = app.enroller().ra();
+    renew_identity_if_due(&app.enroller().ra(), ca, config, now, |ra| {
+        app.replace_ra(ra)
+    })
+}
+
+/// The same for the RA certificates of the further CA `name` (`[cas.<name>.ra]`).
+pub fn renew_extra_if_due(
+    app: &App,
+    name: &str,
+    ca: &SoftwareCa,
+    config: &RaConfig,
+    now: SystemTime,
+) -> Result<bool, RenewalError> {
+    let enroller = app
+        .extra_enroller(name)
+        .ok_or_else(|| RenewalError::Swap(format!("no CA named {name}")))?;
+    renew_identity_if_due(&enroller.ra(), ca, config, now, |ra| {
+        app.replace_extra_ra(name, ra)
+    })
+}
+
+fn renew_identity_if_due(
+    current: &crate::keys::RaIdentity,
+    ca: &SoftwareCa,
+    config: &RaConfig,
+    now: SystemTime,
+    put_in_service: impl FnOnce(crate::keys::RaIdentity) -> Result<(), crate::app::AppError>,
+) -> Result<bool, RenewalError> {
     let decrypter = current
         .current_decrypter()
         .ok_or_else(|| RenewalError::Certificate("no encryption certificate".into()))?;
@@ -100,7 +127,7 @@ pub fn renew_if_due(
     write_pair(&previous_cert, &previous_key, decrypter)?;
     write_pair(&config.sign_cert, &config.sign_key, &signer)?;
     write_pair(&config.encrypt_cert, &config.encrypt_key, &encrypter)?;
-    app.replace_ra(current.renewed(signer, encrypter))
+    put_in_service(current.renewed(signer, encrypter))
         .map_err(|e| RenewalError::Swap(e.to_string()))?;
     Ok(true)
 }

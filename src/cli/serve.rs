@@ -44,6 +44,8 @@ pub struct Loaded {
     pub crls: Arc<CrlSet>,
     /// Every CA generation (`[ca]` and those `scepd ca rollover` prepared).
     pub generations: Arc<rollover::Generations>,
+    /// The CAs of `[cas.<name>]`, for their RA renewal: name, CA, RA files.
+    pub extra_cas: Vec<(String, Arc<scepd_ca::SoftwareCa>, Option<crate::config::RaConfig>)>,
 }
 
 /// Runs `scepd serve`.
@@ -144,6 +146,8 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     })?;
     let templates = std::mem::take(&mut config.templates);
     let otp_templates = crate::verifiers::otp::settings_by_template(&templates);
+    let (templates, mut extra_templates) = crate::multi_ca::split_templates(templates);
+    let extra_cas = crate::multi_ca::load_all(&config.extra_cas, SystemTime::now())?;
     let software_ca = Arc::new(ca);
     let generations = Arc::new(
         rollover::Generations::load(
@@ -159,7 +163,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let ra = ra_in_charge(&generations, now);
     let ca: Arc<dyn scepd_ca::CaBackend> =
         Arc::new(rollover::RollingCa::new(Arc::clone(&generations)));
-    let (crls, ocsp) = revocation_services(&config, &generations, &store, now)?;
+    let (crls, ocsp) = revocation_services(&config, &generations, &extra_cas, &store, now)?;
     let revocation = RevocationServices {
         crls: Arc::clone(&crls),
         ocsp: Arc::new(ocsp),
@@ -184,6 +188,22 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut app = App::new(enroller, &config.default_template, limits)
         .map_err(|e| vec![e.to_string()])?
         .with_revocation_services(revocation);
+    let mut extra_renewal = Vec::new();
+    for extra in extra_cas {
+        let enroller = Enroller::new(EnrollerParts {
+            ra: extra.ra,
+            ca: Arc::clone(&extra.ca) as Arc<dyn scepd_ca::CaBackend>,
+            store: Arc::clone(&store),
+            templates: extra_templates.remove(&extra.name).unwrap_or_default(),
+            legacy_everywhere: config.legacy_algorithms,
+            max_message_bytes: config.limits.max_body_bytes,
+        })
+        .with_crls(Arc::clone(&crls));
+        app = app
+            .with_extra_ca(&extra.name, enroller)
+            .map_err(|e| vec![format!("cas.{}: {e}", extra.name)])?;
+        extra_renewal.push((extra.name, extra.ca, extra.ra_files));
+    }
     if let Some(next) = generations.next_at(now) {
         let current = &generations.active_at(now).ca;
         let body = rollover::next_ca_body(next, current, now).map_err(|e| vec![e.to_string()])?;
@@ -212,6 +232,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         admin: Arc::new(admin),
         crls,
         generations,
+        extra_cas: extra_renewal,
     })
 }
 
@@ -234,21 +255,38 @@ fn ra_in_charge(generations: &rollover::Generations, now: SystemTime) -> RaIdent
     active.ra_identity(renewed_away.into_iter().chain(previous_generation))
 }
 
-/// A CRL publisher and an OCSP responder for every CA generation in service, the one in
-/// charge first. With several, each lists and answers only for its own certificates.
+/// A CA key with its name in URLs.
+struct NamedCa {
+    name: String,
+    ca: Arc<scepd_ca::SoftwareCa>,
+}
+
+/// A CRL publisher and an OCSP responder for every CA generation in service (the one in
+/// charge first) and every `[cas.<name>]`. With several, each lists and answers only for its own certificates.
 fn revocation_services(
     config: &Config,
     generations: &rollover::Generations,
+    extra_cas: &[crate::multi_ca::LoadedCa],
     store: &Arc<dyn Store>,
     now: SystemTime,
 ) -> Result<(Arc<CrlSet>, OcspResponders), Vec<String>> {
     let mut in_service: Vec<&rollover::Generation> = generations.in_service(now).collect();
     let active_name = &generations.active_at(now).name;
     in_service.sort_by_key(|g| g.name != *active_name);
-    let several = in_service.len() > 1;
+    // Every CA key that signs certificates into the shared store: generations, then `[cas]`.
+    let signers: Vec<(&str, &Arc<scepd_ca::SoftwareCa>)> = in_service
+        .iter()
+        .map(|g| (g.name.as_str(), &g.ca))
+        .chain(extra_cas.iter().map(|e| (e.name.as_str(), &e.ca)))
+        .collect();
+    let several = signers.len() > 1;
     let mut crls = Vec::new();
     let mut responders = Vec::new();
-    for generation in in_service {
+    for (name, software_ca) in signers {
+        let generation = NamedCa {
+            name: name.to_owned(),
+            ca: Arc::clone(software_ca),
+        };
         let ca = Arc::clone(&generation.ca) as Arc<dyn scepd_ca::CaBackend>;
         let mut crl = CrlPublisher::new(Arc::clone(&ca), Arc::clone(store), config.crl_next_update);
         let mut ocsp = OcspResponder::new(ca, Arc::clone(store), DEFAULT_VALIDITY)
@@ -284,6 +322,7 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         admin,
         crls,
         generations,
+        extra_cas,
     } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -301,6 +340,7 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
     let renewal = RaRenewal {
         app: Arc::clone(&app),
         generations,
+        extra_cas,
     };
     tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
     if let Some(addr) = config.listen {
@@ -403,11 +443,26 @@ async fn switch_at(
 struct RaRenewal {
     app: Arc<App>,
     generations: Arc<rollover::Generations>,
+    extra_cas: Vec<(String, Arc<scepd_ca::SoftwareCa>, Option<crate::config::RaConfig>)>,
 }
 
 impl RaRenewal {
+    /// Every CA's RA certificates; a failure of one does not stop the others.
     fn renew_if_due(&self, now: SystemTime) -> Result<bool, ra_renewal::RenewalError> {
-        ra_renewal::renew_in_charge_if_due(&self.app, &self.generations, now)
+        let mut renewed = false;
+        let mut first_error = None;
+        for (name, ca, files) in &self.extra_cas {
+            let Some(files) = files else { continue };
+            match ra_renewal::renew_extra_if_due(&self.app, name, ca, files, now) {
+                Ok(done) => renewed |= done,
+                Err(e) => {
+                    tracing::error!(ca = %name, error = %e, "RA renewal failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        renewed |= ra_renewal::renew_in_charge_if_due(&self.app, &self.generations, now)?;
+        first_error.map_or(Ok(renewed), Err)
     }
 }
 
