@@ -8,6 +8,7 @@ use super::record::{
 use super::{otp, OtpIssue, OtpRedeem};
 use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
+use super::{NewEvent, OutboxEntry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -28,6 +29,33 @@ struct State {
     crl_number: u64,
     /// One-time passwords: (template, digest) -> expiry in Unix seconds.
     otps: HashMap<(String, [u8; 32]), u64>,
+    /// Connector events by sequence number, and the next one.
+    outbox: BTreeMap<u64, OutboxEntry>,
+    outbox_next: u64,
+}
+
+impl State {
+    /// Appends an event, or refuses as the sled store does when the outbox is full.
+    fn push_event(&mut self, new: &NewEvent) -> Result<(), StoreError> {
+        if self.outbox.len() >= new.capacity {
+            return Err(StoreError::OutboxFull {
+                capacity: new.capacity,
+            });
+        }
+        let seq = self.outbox_next.max(1);
+        self.outbox_next = seq + 1;
+        let entry = OutboxEntry {
+            seq,
+            event: new.event.clone(),
+            attempts: 0,
+            next_try_ms: new.not_before_ms,
+            last_error: None,
+        };
+        // Round-trip through the stored form, as the sled store does.
+        let entry = OutboxEntry::decode(seq, &entry.encode()?)?;
+        self.outbox.insert(seq, entry);
+        Ok(())
+    }
 }
 
 impl MemoryStore {
@@ -232,5 +260,108 @@ impl Store for MemoryStore {
             Some(expiry) if otp::is_live(expiry, now) => Ok(OtpRedeem::Redeemed),
             Some(_) => Ok(OtpRedeem::Expired),
         }
+    }
+
+    fn record_issued_with_event(
+        &self,
+        key: &TxKey,
+        cert: &CertRecord,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        check_may_record_issued(state.transactions.get(&key.transaction_id), key)?;
+        if state.certificates.contains_key(&cert.serial) {
+            return Err(duplicate_serial(&cert.serial));
+        }
+        if let Some(event) = event {
+            state.push_event(event)?;
+        }
+        state
+            .certificates
+            .insert(cert.serial.clone(), StoredCert::from_record(cert));
+        let done = StoredTx::succeeded(key, &cert.serial);
+        state.transactions.insert(key.transaction_id.clone(), done);
+        Ok(())
+    }
+
+    fn record_failure_with_event(
+        &self,
+        key: &TxKey,
+        fail_info: u8,
+        text: &str,
+        now: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        check_may_record_failure(state.transactions.get(&key.transaction_id), key)?;
+        if let Some(event) = event {
+            state.push_event(event)?;
+        }
+        let failed = StoredTx::failed(key, fail_info, text, now);
+        state
+            .transactions
+            .insert(key.transaction_id.clone(), failed);
+        Ok(())
+    }
+
+    fn revoke_with_event(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        at: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut state = self.state();
+        let Some(cert) = state.certificates.get(serial) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        if let Some(earlier) = cert.earlier_revocation()? {
+            return Ok(earlier);
+        }
+        if let Some(event) = event {
+            state.push_event(event)?;
+        }
+        if let Some(cert) = state.certificates.get_mut(serial) {
+            cert.mark_revoked(reason, by, at);
+        }
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.state().outbox.values().cloned().collect())
+    }
+
+    fn outbox_depth(&self) -> Result<usize, StoreError> {
+        Ok(self.state().outbox.len())
+    }
+
+    fn outbox_delivered(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.state().outbox.remove(&seq).is_some())
+    }
+
+    fn outbox_attempt_failed(
+        &self,
+        seq: u64,
+        next_try_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(entry) = self.state().outbox.get_mut(&seq) {
+            entry.failed(next_try_ms, error);
+        }
+        Ok(())
+    }
+
+    fn outbox_retry(&self, event_id: Option<&str>) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let mut changed = 0;
+        for entry in state.outbox.values_mut() {
+            if event_id.is_some_and(|id| id != entry.event.id) {
+                continue;
+            }
+            entry.next_try_ms = 0;
+            changed += 1;
+        }
+        Ok(changed)
     }
 }

@@ -17,10 +17,12 @@
 //! | `certificates_by_subject` | `u64` BE subject length, subject (UTF-8), serial | empty |
 //! | `redeemed_challenges` | one-time id | `u64` BE Unix seconds of `forget_after` |
 //! | `otp_passwords` | `u64` BE template length, template (UTF-8), SHA-256 of the password | `u64` BE Unix seconds of its expiry (see `otp`) |
+//! | `outbox`, `outbox_meta` | connector events waiting for delivery (see `outbox`) | |
 
 mod group_commit;
 mod memory;
 mod otp;
+mod outbox;
 mod pending;
 mod record;
 mod sled_store;
@@ -29,6 +31,7 @@ mod tests;
 
 pub use memory::MemoryStore;
 pub use otp::{OtpIssue, OtpRedeem};
+pub use outbox::{new_event_id, Event, EventKind, NewEvent, OutboxEntry};
 pub use pending::{DecideOutcome, PendingDecision, PendingRequest, Verdict};
 pub use sled_store::SledStore;
 
@@ -157,6 +160,13 @@ pub enum StoreError {
     /// The store could not be made durable (fsync failed): nothing may be confirmed.
     #[error("cannot make the store durable: {0}")]
     Durability(String),
+    /// The connector outbox holds `capacity` events: the state change that would add one is
+    /// refused rather than an event dropped.
+    #[error("the connector outbox is full ({capacity} events waiting)")]
+    OutboxFull {
+        /// The configured bound.
+        capacity: usize,
+    },
     /// The embedded database failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
@@ -281,4 +291,57 @@ pub trait Store: Send + Sync {
         digest: &[u8; 32],
         now: SystemTime,
     ) -> Result<OtpRedeem, StoreError>;
+    /// [`Store::record_issued`], and `event` (if any) added to the connector outbox in the
+    /// same atomic commit ([`StoreError::OutboxFull`] when the outbox is full: then nothing
+    /// is written).
+    fn record_issued_with_event(
+        &self,
+        key: &TxKey,
+        cert: &CertRecord,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError>;
+
+    /// [`Store::record_failure`], and `event` (if any) added to the outbox in the same
+    /// commit, which is then made durable.
+    fn record_failure_with_event(
+        &self,
+        key: &TxKey,
+        fail_info: u8,
+        text: &str,
+        now: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError>;
+
+    /// [`Store::revoke`], and `event` (if any) added to the outbox in the same commit when
+    /// the certificate is newly revoked (not for `AlreadyRevoked` or `NotFound`).
+    fn revoke_with_event(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        at: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Every event waiting for delivery, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// How many events wait for delivery.
+    fn outbox_depth(&self) -> Result<usize, StoreError>;
+
+    /// Removes a delivered event (and flushes); `false` when it was no longer there.
+    fn outbox_delivered(&self, seq: u64) -> Result<bool, StoreError>;
+
+    /// Records a failed delivery attempt: one more attempt, the next not before
+    /// `next_try_ms` (Unix milliseconds), and the error.
+    fn outbox_attempt_failed(
+        &self,
+        seq: u64,
+        next_try_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Clears the backoff of the event with this id (all events with `None`): due at once.
+    /// Returns how many events it changed.
+    fn outbox_retry(&self, event_id: Option<&str>) -> Result<usize, StoreError>;
 }

@@ -11,6 +11,7 @@ use super::record::{
     StoredTx,
 };
 use super::{otp, OtpIssue, OtpRedeem};
+use super::{outbox, NewEvent, OutboxEntry};
 use super::{pending, DecideOutcome, PendingRequest, Verdict};
 use super::{CertRecord, RevokeOutcome, Store, StoreError, TxBegin, TxKey};
 use sled::transaction::{
@@ -41,6 +42,9 @@ pub struct SledStore {
     pending: Tree,
     /// One-time passwords (see `otp`).
     otps: Tree,
+    /// Connector events waiting for delivery, and their counters (see `outbox`).
+    outbox: Tree,
+    outbox_meta: Tree,
     /// Serialises `issue_otp` alone (an admin action, never on the enrollment path), so that
     /// counting a template's passwords and adding one cannot race past the cap.
     otp_issue: std::sync::Arc<std::sync::Mutex<()>>,
@@ -62,6 +66,8 @@ impl SledStore {
             redeemed: db.open_tree(REDEEMED)?,
             pending: db.open_tree(pending::TREE)?,
             otps: db.open_tree(otp::TREE)?,
+            outbox: db.open_tree(outbox::TREE)?,
+            outbox_meta: db.open_tree(outbox::META_TREE)?,
             otp_issue: std::sync::Arc::default(),
             durability: std::sync::Arc::new(GroupCommit::open(path)?),
             db,
@@ -444,6 +450,170 @@ impl Store for SledStore {
             Ok(()) => Ok(OtpRedeem::Expired),
             Err(_) => Ok(OtpRedeem::Unknown),
         }
+    }
+
+    fn record_issued_with_event(
+        &self,
+        key: &TxKey,
+        cert: &CertRecord,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        let Some(event) = event else {
+            return self.record_issued(key, cert);
+        };
+        let id = key.transaction_id.as_str();
+        let cert_value = StoredCert::from_record(cert).encode()?;
+        let done_value = StoredTx::succeeded(key, &cert.serial).encode()?;
+        let index_key = subject_key(&cert.subject, &cert.serial);
+        let trees = (
+            &self.transactions,
+            &self.certificates,
+            &self.by_subject,
+            &self.outbox,
+            &self.outbox_meta,
+        );
+        trees
+            .transaction(|(txs, certs, subjects, events, meta)| {
+                check_may_record_issued(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
+                if certs.get(&cert.serial)?.is_some() {
+                    return Err(abort(duplicate_serial(&cert.serial)));
+                }
+                certs.insert(cert.serial.as_slice(), cert_value.as_slice())?;
+                subjects.insert(index_key.as_slice(), IVec::default())?;
+                txs.insert(id.as_bytes(), done_value.as_slice())?;
+                outbox::push(events, meta, event)?;
+                Ok(())
+            })
+            .map_err(from_transaction_error)?;
+        self.durability.commit(&self.db)?;
+        Ok(())
+    }
+
+    fn record_failure_with_event(
+        &self,
+        key: &TxKey,
+        fail_info: u8,
+        text: &str,
+        now: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        let Some(event) = event else {
+            return self.record_failure(key, fail_info, text, now);
+        };
+        let id = key.transaction_id.as_str();
+        let failed_value = StoredTx::failed(key, fail_info, text, now).encode()?;
+        (&self.transactions, &self.outbox, &self.outbox_meta)
+            .transaction(|(txs, events, meta)| {
+                check_may_record_failure(read_tx(txs, id)?.as_ref(), key).map_err(abort)?;
+                txs.insert(id.as_bytes(), failed_value.as_slice())?;
+                outbox::push(events, meta, event)?;
+                Ok(())
+            })
+            .map_err(from_transaction_error)?;
+        self.durability.commit(&self.db)?;
+        Ok(())
+    }
+
+    fn revoke_with_event(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        at: SystemTime,
+        event: Option<&NewEvent>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let Some(event) = event else {
+            return self.revoke(serial, reason, by, at);
+        };
+        let outcome = (&self.certificates, &self.outbox, &self.outbox_meta)
+            .transaction(|(certs, events, meta)| {
+                let Some(bytes) = certs.get(serial)? else {
+                    return Ok(RevokeOutcome::NotFound);
+                };
+                let mut cert = StoredCert::decode(&bytes).map_err(abort)?;
+                if let Some(earlier) = cert.earlier_revocation().map_err(abort)? {
+                    return Ok(earlier);
+                }
+                cert.mark_revoked(reason, by, at);
+                certs.insert(serial, cert.encode().map_err(abort)?)?;
+                outbox::push(events, meta, event)?;
+                Ok(RevokeOutcome::Revoked)
+            })
+            .map_err(from_transaction_error)?;
+        if outcome == RevokeOutcome::Revoked {
+            self.durability.commit(&self.db)?;
+        }
+        Ok(outcome)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                OutboxEntry::decode(outbox::seq_from_key(&key)?, &value)
+            })
+            .collect()
+    }
+
+    fn outbox_depth(&self) -> Result<usize, StoreError> {
+        outbox::count(&self.outbox_meta)
+    }
+
+    fn outbox_delivered(&self, seq: u64) -> Result<bool, StoreError> {
+        let removed = (&self.outbox, &self.outbox_meta)
+            .transaction(|(events, meta)| outbox::remove(events, meta, seq))
+            .map_err(from_transaction_error)?;
+        if removed {
+            self.durability.commit(&self.db)?;
+        }
+        Ok(removed)
+    }
+
+    fn outbox_attempt_failed(
+        &self,
+        seq: u64,
+        next_try_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let key = seq.to_be_bytes();
+        let Some(current) = self.outbox.get(key)? else {
+            return Ok(());
+        };
+        let mut entry = OutboxEntry::decode(seq, &current)?;
+        entry.failed(next_try_ms, error);
+        // Delivered meanwhile (removed): the compare fails and nothing is written.
+        let _ = self
+            .outbox
+            .compare_and_swap(key, Some(current), Some(entry.encode()?))?;
+        Ok(())
+    }
+
+    fn outbox_retry(&self, event_id: Option<&str>) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for entry in self.outbox()? {
+            if event_id.is_some_and(|id| id != entry.event.id) {
+                continue;
+            }
+            if entry.next_try_ms == 0 {
+                changed += 1;
+                continue;
+            }
+            let key = entry.seq.to_be_bytes();
+            let Some(current) = self.outbox.get(key)? else {
+                continue;
+            };
+            let mut updated = OutboxEntry::decode(entry.seq, &current)?;
+            updated.next_try_ms = 0;
+            if self
+                .outbox
+                .compare_and_swap(key, Some(current), Some(updated.encode()?))?
+                .is_ok()
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 }
 

@@ -371,6 +371,164 @@ fn revocations_are_ordered_by_time_then_serial(store: &dyn Store) {
 }
 
 /// Run `f` on 8 threads released together; collect the answers.
+fn event(id: &str, kind: EventKind, capacity: usize) -> NewEvent {
+    NewEvent {
+        event: Event {
+            id: id.into(),
+            connector: "webhook".into(),
+            kind,
+            transaction_id: "tx".into(),
+            template: "devices".into(),
+            serial: Some("01".into()),
+            reason: None,
+            detail: None,
+            by: None,
+            time: T0,
+            csr: None,
+            certificate: None,
+        },
+        capacity,
+        not_before_ms: 0,
+    }
+}
+
+fn issued_certificate_and_its_event_commit_together(store: &dyn Store) {
+    let k = key("tx-1", 1);
+    store.begin_transaction(&k, at(T0)).unwrap();
+    let e = event("e1", EventKind::Issued, 10);
+    store
+        .record_issued_with_event(&k, &cert(b"\x01", "CN=a", T0), Some(&e))
+        .unwrap();
+    let pending = store.outbox().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event, e.event);
+    assert_eq!(store.outbox_depth().unwrap(), 1);
+    // A refused state change writes no event.
+    let again = store.record_issued_with_event(&k, &cert(b"\x02", "CN=a", T0), Some(&e));
+    assert!(again.is_err());
+    assert_eq!(store.outbox_depth().unwrap(), 1);
+}
+
+fn a_full_outbox_refuses_the_state_change(store: &dyn Store) {
+    let k1 = key("tx-1", 1);
+    store.begin_transaction(&k1, at(T0)).unwrap();
+    store
+        .record_issued_with_event(
+            &k1,
+            &cert(b"\x01", "CN=a", T0),
+            Some(&event("e1", EventKind::Issued, 1)),
+        )
+        .unwrap();
+    let k2 = key("tx-2", 2);
+    store.begin_transaction(&k2, at(T0)).unwrap();
+    let refused = store.record_issued_with_event(
+        &k2,
+        &cert(b"\x02", "CN=b", T0),
+        Some(&event("e2", EventKind::Issued, 1)),
+    );
+    assert!(
+        matches!(refused, Err(StoreError::OutboxFull { capacity: 1 })),
+        "{refused:?}"
+    );
+    assert!(
+        store.certificate(b"\x02").unwrap().is_none(),
+        "nothing written"
+    );
+    let revoke = store.revoke_with_event(
+        b"\x01",
+        "keyCompromise",
+        "admin",
+        at(T0 + 1),
+        Some(&event("e3", EventKind::Revoked, 1)),
+    );
+    assert!(
+        matches!(revoke, Err(StoreError::OutboxFull { .. })),
+        "{revoke:?}"
+    );
+    assert_eq!(
+        store.certificate(b"\x01").unwrap().unwrap().status,
+        CertStatus::Valid
+    );
+    let failure = store.record_failure_with_event(
+        &k2,
+        2,
+        "refused",
+        at(T0),
+        Some(&event("e4", EventKind::Failed, 1)),
+    );
+    assert!(matches!(failure, Err(StoreError::OutboxFull { .. })));
+    // Delivering one makes room again.
+    let seq = store.outbox().unwrap()[0].seq;
+    assert!(store.outbox_delivered(seq).unwrap());
+    assert!(!store.outbox_delivered(seq).unwrap());
+    store
+        .record_failure_with_event(
+            &k2,
+            2,
+            "refused",
+            at(T0),
+            Some(&event("e4", EventKind::Failed, 1)),
+        )
+        .unwrap();
+    assert_eq!(store.outbox().unwrap()[0].event.id, "e4");
+}
+
+fn events_keep_their_order_attempts_and_backoff(store: &dyn Store) {
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let serial = [i as u8 + 1];
+        let k = key(&format!("tx-{i}"), i as u8);
+        store.begin_transaction(&k, at(T0)).unwrap();
+        store.record_issued(&k, &cert(&serial, "CN=a", T0)).unwrap();
+        let outcome = store
+            .revoke_with_event(
+                &serial,
+                "keyCompromise",
+                "admin",
+                at(T0),
+                Some(&event(id, EventKind::Revoked, 10)),
+            )
+            .unwrap();
+        assert_eq!(outcome, RevokeOutcome::Revoked);
+    }
+    // Already revoked: no second event.
+    let again = store
+        .revoke_with_event(
+            &[1],
+            "keyCompromise",
+            "admin",
+            at(T0),
+            Some(&event("x", EventKind::Revoked, 10)),
+        )
+        .unwrap();
+    assert!(matches!(again, RevokeOutcome::AlreadyRevoked { .. }));
+    let ids: Vec<String> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let first = store.outbox().unwrap()[0].seq;
+    store
+        .outbox_attempt_failed(first, 5_000, "connection refused")
+        .unwrap();
+    store
+        .outbox_attempt_failed(first, 9_000, "HTTP 503")
+        .unwrap();
+    let entry = store.outbox().unwrap()[0].clone();
+    assert_eq!((entry.attempts, entry.next_try_ms), (2, 9_000));
+    assert_eq!(entry.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(store.outbox_retry(Some("a")).unwrap(), 1);
+    let entry = store.outbox().unwrap()[0].clone();
+    assert_eq!(
+        (entry.attempts, entry.next_try_ms),
+        (2, 0),
+        "attempts stay, backoff cleared"
+    );
+    assert_eq!(store.outbox_retry(Some("nope")).unwrap(), 0);
+    assert_eq!(store.outbox_retry(None).unwrap(), 3);
+}
+
 fn run_on_8_threads<T: Send>(f: impl Fn() -> T + Sync) -> Vec<T> {
     let barrier = Barrier::new(8);
     std::thread::scope(|scope| {
@@ -439,6 +597,9 @@ on_every_store!(
     revoking_twice_reports_the_first_revocation,
     revoking_an_unknown_serial_is_not_found,
     revocations_are_ordered_by_time_then_serial,
+    issued_certificate_and_its_event_commit_together,
+    a_full_outbox_refuses_the_state_change,
+    events_keep_their_order_attempts_and_backoff,
 );
 
 mod sled_only {
@@ -467,6 +628,49 @@ mod sled_only {
             TxBegin::Replay { serial: vec![1] }
         );
         assert!(!store.redeem_once(b"otp", at(T0 + 60), at(T0 + 1)).unwrap());
+    }
+
+    #[test]
+    fn outbox_events_survive_reopening_and_sequence_numbers_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_seq;
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let k = key("tx-1", 1);
+            store.begin_transaction(&k, at(T0)).unwrap();
+            store
+                .record_failure_with_event(
+                    &k,
+                    2,
+                    "refused",
+                    at(T0),
+                    Some(&event("e1", EventKind::Failed, 10)),
+                )
+                .unwrap();
+            first_seq = store.outbox().unwrap()[0].seq;
+            store.outbox_attempt_failed(first_seq, 77, "down").unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let entries = store.outbox().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (entries[0].event.id.as_str(), entries[0].attempts),
+            ("e1", 1)
+        );
+        assert!(store.outbox_delivered(first_seq).unwrap());
+        let k = key("tx-2", 2);
+        store.begin_transaction(&k, at(T0)).unwrap();
+        store
+            .record_failure_with_event(
+                &k,
+                2,
+                "refused",
+                at(T0),
+                Some(&event("e2", EventKind::Failed, 10)),
+            )
+            .unwrap();
+        assert!(store.outbox().unwrap()[0].seq > first_seq);
+        assert_eq!(store.outbox_depth().unwrap(), 1);
     }
 
     #[test]
