@@ -55,6 +55,12 @@ pub struct RawConfig {
     pub ndes_admin: RawNdesAdmin,
     /// `[signed_challenge]`: whom templates with `type = "signed"` trust.
     pub signed_challenge: Option<RawSignedChallenge>,
+    /// `[connector.intune]`, `[connector.webhook]`: where connector events go.
+    #[serde(default)]
+    pub connector: crate::connector::config::RawConnectors,
+    /// `[outbox]`: the connector outbox's bound and retry timing.
+    #[serde(default)]
+    pub outbox: crate::connector::config::RawOutbox,
     /// `[cas.<name>]`: further CAs, each serving the templates that name it (`ca = "<name>"`).
     #[serde(default)]
     pub cas: BTreeMap<String, RawExtraCa>,
@@ -400,6 +406,9 @@ pub struct RawTemplate {
     /// `[renewal]`: RenewalReq rules.
     #[serde(default)]
     pub renewal: RawRenewal,
+    /// The connector this template's events go to: `intune` or `webhook` (implied by
+    /// `[challenge] type = "intune"`).
+    pub connector: Option<String>,
     /// The CA that issues for this template: a `[cas.<name>]` of scepd.toml (default: `[ca]`).
     pub ca: Option<String>,
 }
@@ -499,6 +508,8 @@ pub struct Config {
     pub ndes_admin: Option<NdesAdminConfig>,
     /// `[signed_challenge]`, when present (also handed to each `type = "signed"` template).
     pub signed_challenge: Option<Arc<SignedChallengeSettings>>,
+    /// `[connector.*]` and `[outbox]`, with each template's connector.
+    pub connectors: crate::connector::config::ConnectorsConfig,
     /// `[cas.<name>]`: the CAs besides `[ca]`.
     pub extra_cas: Vec<ExtraCa>,
 }
@@ -639,6 +650,8 @@ pub struct Template {
     pub pending_expiry: std::time::Duration,
     /// RenewalReq rules.
     pub renewal: RenewalPolicy,
+    /// `connector = "intune" | "webhook"`, as written.
+    pub connector: Option<String>,
     /// The `[cas.<name>]` that issues for it; `None` for `[ca]`.
     pub ca: Option<String>,
 }
@@ -683,6 +696,8 @@ pub enum ChallengeConfig {
     /// server's `[signed_challenge]` trust, which `Config::load` fills in (`None` only for a
     /// template loaded on its own).
     Signed(Option<Arc<SignedChallengeSettings>>),
+    /// Intune's own challenge, validated by Intune (`[connector.intune]`, validateRequest).
+    Intune,
     /// No challenge.
     None,
 }
@@ -733,6 +748,7 @@ impl std::fmt::Debug for ChallengeConfig {
                     "none"
                 }
             ),
+            Self::Intune => f.write_str("Intune"),
             Self::None => f.write_str("None"),
         }
     }
@@ -855,6 +871,14 @@ impl Config {
             require_signed_challenge_section(&templates, &mut errors);
         }
         attach_signed_challenge(&mut templates, signed_challenge.as_ref());
+        let connectors = crate::connector::config::validate(
+            &raw.connector,
+            &raw.outbox,
+            &templates,
+            &ca_name,
+            &resolve,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -879,6 +903,7 @@ impl Config {
             ocsp_delegated_days,
             ndes_admin,
             signed_challenge,
+            connectors,
             extra_cas,
         })
     }
@@ -1330,6 +1355,7 @@ pub fn load_template_with_defaults(
             manual_approval: raw.manual_approval,
             pending_expiry: std::time::Duration::from_secs(u64::from(pending_hours) * 3600),
             renewal,
+            connector: raw.connector,
             ca: raw.ca.map(|ca| ca.to_ascii_lowercase()),
         }),
         _ => Err(errors),
@@ -1366,10 +1392,10 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
         "static" => &["secret", "secret_file"],
         "otp" => &["ttl_minutes", "max_outstanding"],
         "webhook" => &["url", "timeout_ms", "secret_file", "ca_file"],
-        "signed" => &[],
+        "signed" | "intune" => &[],
         other => {
             return Err(format!(
-                "challenge.type: {other:?} is not one of static, signed, otp, webhook, none"
+                "challenge.type: {other:?} is not one of static, signed, otp, webhook, intune, none"
             ))
         }
     };
@@ -1387,6 +1413,7 @@ fn validate_challenge(raw: &RawChallenge, base: &Path) -> Result<ChallengeConfig
     }
     match raw.kind.as_str() {
         "signed" => Ok(ChallengeConfig::Signed(None)),
+        "intune" => Ok(ChallengeConfig::Intune),
         "static" => {
             let secret =
                 match (&raw.secret, &raw.secret_file) {

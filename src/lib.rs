@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod crl;
 pub mod enroll;
 pub mod http;

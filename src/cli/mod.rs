@@ -6,8 +6,10 @@ pub mod ca;
 pub mod certs;
 pub mod challenge;
 pub mod init;
+pub mod outbox;
 pub mod requests;
 pub mod serve;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -42,6 +44,10 @@ pub enum Command {
     Ca(ca::CaArgs),
     /// Challenges: one-time passwords (`scepd challenge otp --template T`).
     Challenge(challenge::ChallengeArgs),
+    /// Connector events waiting for delivery: `scepd outbox list`, `scepd outbox retry ID|--all`.
+    Outbox(outbox::OutboxArgs),
+    /// Server and connector outbox status (depth, fullness); exit 2 when the outbox is full.
+    Status(ConfigArg),
 }
 
 /// `--config FILE`
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Requests(args) => requests::run(&args),
         Command::Ca(args) => ca::run(&args),
         Command::Challenge(args) => challenge::run(&args),
+        Command::Outbox(args) => outbox::run(&args),
+        Command::Status(args) => status::run(&args),
     }
 }
 

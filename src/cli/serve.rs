@@ -44,6 +44,9 @@ pub struct Loaded {
     pub crls: Arc<CrlSet>,
     /// Every CA generation (`[ca]` and those `scepd ca rollover` prepared).
     pub generations: Arc<rollover::Generations>,
+    /// The connectors (`[connector.*]`), when any is configured: the outbox worker and
+    /// Intune's revocation loop run while serving.
+    pub connectors: Option<Arc<crate::connector::Connectors>>,
     /// The CAs of `[cas.<name>]`, for their RA renewal: name, CA, RA files.
     pub extra_cas: Vec<(String, Arc<scepd_ca::SoftwareCa>, Option<crate::config::RaConfig>)>,
 }
@@ -177,6 +180,11 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         max_message_bytes: config.limits.max_body_bytes,
     })
     .with_crls(Arc::clone(&crls));
+    let connectors = connectors_of(&config)?;
+    let enroller = match &connectors {
+        Some(connectors) => enroller.with_connectors(Arc::clone(connectors)),
+        None => enroller,
+    };
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
         // Twice the cores: an enrollment also waits on the disk (the store's fsync), and the
@@ -219,7 +227,11 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
                 .map_err(|e| vec![e])?;
         app = app.with_ndes_admin(page);
     }
-    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec())
+    let mut admin = AdminApi::new(store, token.trim().as_bytes().to_vec());
+    if let Some(connectors) = &connectors {
+        admin = admin.with_connectors(Arc::clone(connectors));
+    }
+    let admin = admin
         .with_otp_templates(otp_templates)
         .with_revocation_hook(Arc::new(move || {
             if let Err(e) = on_revoked.regenerate_all(std::time::SystemTime::now()) {
@@ -232,8 +244,22 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         admin: Arc::new(admin),
         crls,
         generations,
+        connectors,
         extra_cas: extra_renewal,
     })
+}
+
+/// The connectors of `[connector.*]`, if any is configured.
+fn connectors_of(
+    config: &Config,
+) -> Result<Option<Arc<crate::connector::Connectors>>, Vec<String>> {
+    let connectors = &config.connectors;
+    if connectors.intune.is_none() && connectors.webhook.is_none() {
+        return Ok(None);
+    }
+    crate::connector::Connectors::new(connectors)
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|e| vec![e])
 }
 
 /// The RA identity of the generation in charge at `now`, with grace decryption keys: the
@@ -322,6 +348,7 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         admin,
         crls,
         generations,
+        connectors,
         extra_cas,
     } = loaded;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -343,6 +370,19 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         extra_cas,
     };
     tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
+    if let Some(connectors) = connectors {
+        let store = Arc::clone(app.enroller().store());
+        tasks.push(tokio::spawn(crate::connector::worker::run(
+            store,
+            Arc::clone(&connectors),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::connector::worker::intune_revocations(
+            Arc::clone(&app),
+            connectors,
+            stop_rx.clone(),
+        )));
+    }
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");

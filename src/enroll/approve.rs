@@ -93,6 +93,10 @@ pub fn policy_for(
             Ok(verifier) => Arc::new(verifier),
             Err(e) => Arc::new(Unbuildable(format!("webhook URL: {e}"))),
         },
+        // Replaced by `Enroller::with_connectors` when [connector.intune] is configured.
+        ChallengeConfig::Intune => Arc::new(Unbuildable(
+            "no [connector.intune] configured for an intune template".into(),
+        )),
         ChallengeConfig::None => Arc::new(AllowAll),
     }
 }
@@ -149,6 +153,9 @@ pub fn enroll<'a>(
         csr_digest: sha256(csr_der),
     };
     let fail = |refusal| (Some(template), refusal);
+    if let Some(refusal) = super::connected::outbox_full(enroller, template) {
+        return Err(fail(refusal));
+    }
     // A transactionID parked for manual approval answers from its parked record.
     match enroller.store.pending_request(&key.transaction_id) {
         Ok(Some(parked)) if parked.csr_digest == key.csr_digest && !renewal => {
@@ -188,6 +195,8 @@ pub fn enroll<'a>(
             ))))
         }
     }
+    // Intune wants a failure notification only for failures after its validation.
+    let mut validated = false;
     let outcome = if renewal {
         renew::authorize_renewal(
             enroller,
@@ -199,6 +208,7 @@ pub fn enroll<'a>(
             now,
         )
         .and_then(|(approved, old)| {
+            validated = true;
             let delivery = issue(enroller, approved, now)?;
             if template.renewal.revoke_superseded {
                 supersede(enroller, &old.serial, now);
@@ -208,6 +218,7 @@ pub fn enroll<'a>(
     } else {
         authorize(enroller, template, opened, &csr, csr_der, key.clone(), now).and_then(
             |approved| {
+                validated = true;
                 if template.manual_approval {
                     pending::park(enroller, template, &csr, csr_der, &key, now)
                 } else {
@@ -217,7 +228,9 @@ pub fn enroll<'a>(
         )
     };
     if let Err(refusal) = &outcome {
-        record_failure(enroller, &key, refusal, now);
+        super::connected::record_failure(
+            enroller, &key, template, csr_der, refusal, validated, now,
+        );
     }
     outcome.map_err(fail)
 }
@@ -270,6 +283,16 @@ fn replay<'a>(
     serial: Vec<u8>,
 ) -> Result<Delivery<'a>, Refusal> {
     match enroller.store.certificate(&serial) {
+        Ok(Some(record)) if matches!(record.status, CertStatus::Revoked { .. }) => {
+            Err(Refusal::bad_request(
+                "the certificate of this transaction was revoked",
+                format!(
+                    "retried transaction: certificate {} is revoked",
+                    scepd_ca::serial_hex(&serial)
+                ),
+            )
+            .with_reason(super::connected::DELIVERY_NOT_CONFIRMED))
+        }
         Ok(Some(record)) => Ok(Delivery {
             template,
             cert_der: record.der,
@@ -312,10 +335,12 @@ fn authorize<'a>(
     let approval = match policy.evaluate(&input) {
         Decision::Approve(approval) => approval,
         Decision::Deny(denial) => {
-            return Err(Refusal::bad_request(
-                "the request was not approved",
-                denial.to_string(),
-            ))
+            let reason = crate::verifiers::intune::code_of(&denial.detail)
+                .map_or_else(|| denial.reason.as_str().to_owned(), str::to_owned);
+            return Err(
+                Refusal::bad_request("the request was not approved", denial.to_string())
+                    .with_reason(reason),
+            );
         }
     };
     require_no_constraints(&approval.constraints)?;
@@ -381,16 +406,38 @@ fn issue<'a>(
             not_after: issued.not_after,
             status: CertStatus::Valid,
         };
-        match enroller.store.record_issued(&approved.key, &record) {
+        let event = super::connected::issued_event(
+            enroller,
+            approved.template,
+            &record,
+            &approved.csr_der,
+            now,
+        );
+        match enroller
+            .store
+            .record_issued_with_event(&approved.key, &record, event.as_ref())
+        {
             Ok(()) => {
+                super::connected::confirm_delivery(
+                    enroller,
+                    approved.template,
+                    &record,
+                    event.as_ref(),
+                    &approved.csr_der,
+                    now,
+                )?;
                 return Ok(Delivery {
                     template: approved.template,
                     cert_der: issued.der,
                     serial: issued.serial,
                     replayed: false,
-                })
+                });
             }
             Err(StoreError::DuplicateSerial(_)) => continue,
+            Err(e @ StoreError::OutboxFull { .. }) => {
+                tracing::error!(transaction_id = %approved.key.transaction_id, template = %approved.template.name, error = %e, "certificate not issued: the connector outbox is full");
+                return Err(Refusal::internal(format!("store: record issued: {e}")));
+            }
             Err(e) => return Err(Refusal::internal(format!("store: record issued: {e}"))),
         }
     }

@@ -4,6 +4,7 @@
 //! CPU-bound. The failInfo is chosen in exactly one place ([`Refusal`]).
 
 mod approve;
+mod connected;
 mod lookup;
 pub mod queue;
 
@@ -37,6 +38,9 @@ pub struct Refusal {
     pub text: &'static str,
     /// The whole story, for tracing only.
     pub detail: String,
+    /// A machine-readable reason for connector events and the transaction record: a policy
+    /// denial reason (`SubjectNameMismatch`), an Intune code (`ChallengeExpired`).
+    pub reason: Option<String>,
 }
 
 impl Refusal {
@@ -46,6 +50,7 @@ impl Refusal {
             fail_info: FailInfo::BadMessageCheck,
             text,
             detail: detail.into(),
+            reason: None,
         }
     }
     /// Unsupported or disallowed algorithm.
@@ -54,6 +59,7 @@ impl Refusal {
             fail_info: FailInfo::BadAlg,
             text,
             detail: detail.into(),
+            reason: None,
         }
     }
     /// Policy denial, reuse, conflicts, unsupported message types.
@@ -62,6 +68,7 @@ impl Refusal {
             fail_info: FailInfo::BadRequest,
             text,
             detail: detail.into(),
+            reason: None,
         }
     }
     /// A rejection from the codec: its detail goes to the log only, the client gets a
@@ -78,6 +85,7 @@ impl Refusal {
             fail_info: rejected.fail_info,
             text,
             detail: rejected.detail.into(),
+            reason: None,
         }
     }
 
@@ -87,7 +95,14 @@ impl Refusal {
             fail_info: FailInfo::BadCertId,
             text,
             detail: detail.into(),
+            reason: None,
         }
+    }
+
+    /// The same refusal with a machine-readable reason.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// CA, store or key failure: still badRequest on the wire (design.md §4), with the
@@ -97,6 +112,7 @@ impl Refusal {
             fail_info: FailInfo::BadRequest,
             text: "internal error; the administrator can find this transactionID in the log",
             detail: detail.into(),
+            reason: None,
         }
     }
 }
@@ -152,6 +168,8 @@ pub struct Enroller {
     /// The published CRL, when the server publishes one: GetCRL answers with it, and a
     /// renewal that supersedes a certificate re-signs it.
     crl: Option<Arc<CrlSet>>,
+    /// Where templates report (events, Intune validation), when any connector is configured.
+    connectors: Option<Arc<crate::connector::Connectors>>,
 }
 
 /// The pieces an [`Enroller`] is built from.
@@ -190,7 +208,29 @@ impl Enroller {
                 max_message_bytes: parts.max_message_bytes,
             },
             crl: None,
+            connectors: None,
         }
+    }
+
+    /// Hands over the connectors: templates with `[challenge] type = "intune"` validate
+    /// through the Intune client, and routed templates write connector events.
+    pub fn with_connectors(mut self, connectors: Arc<crate::connector::Connectors>) -> Self {
+        if let Some(client) = &connectors.intune {
+            for (name, template) in &self.templates {
+                if matches!(template.challenge, crate::config::ChallengeConfig::Intune) {
+                    let verifier =
+                        crate::verifiers::intune::IntuneVerifier::new(Arc::clone(client));
+                    self.policies.insert(name.clone(), Arc::new(verifier));
+                }
+            }
+        }
+        self.connectors = Some(connectors);
+        self
+    }
+
+    /// The connectors, if configured.
+    pub fn connectors(&self) -> Option<&Arc<crate::connector::Connectors>> {
+        self.connectors.as_ref()
     }
 
     /// Hands over the CRL publishers, so that GetCRL and the CRLs served over HTTP are the

@@ -9,6 +9,8 @@
 //! - `POST /v1/requests/{txid}/reject`   body `{"by": "alice"}`
 //! - `POST /v1/challenges/otp`           body `{"template": "T"}`: a one-time password,
 //!   `{"password": "...", "expires_at": <unix>}`; 429 when the template's cap is reached
+//! - `GET /v1/outbox`, `POST /v1/outbox/retry`, `GET /v1/status`, and the HMAC-signed
+//!   `POST /v1/webhook/revoke`: see `crate::connector::admin`
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -126,11 +128,25 @@ pub fn revoke(
     by: &str,
     now: SystemTime,
 ) -> RevokeResult {
+    revoke_reporting(store, None, serial, reason, by, now)
+}
+
+/// [`revoke`], with the certificate's connector event (if any) in the same commit.
+pub fn revoke_reporting(
+    store: &dyn Store,
+    connectors: Option<&crate::connector::Connectors>,
+    serial: &[u8],
+    reason: &str,
+    by: &str,
+    now: SystemTime,
+) -> RevokeResult {
     let reason = match reason.parse::<scepd_ca::RevocationReason>() {
         Ok(reason) => reason.to_string(),
         Err(_) => return RevokeResult::BadReason(reason.to_owned()),
     };
-    let outcome = match store.revoke(serial, &reason, by, now) {
+    let reported =
+        crate::connector::admin::revoke_reporting(store, connectors, serial, &reason, by, now);
+    let outcome = match reported {
         Ok(RevokeOutcome::NotFound) => return RevokeResult::NotFound,
         Ok(RevokeOutcome::Revoked) => "revoked",
         Ok(RevokeOutcome::AlreadyRevoked { .. }) => "already_revoked",
@@ -169,6 +185,8 @@ pub struct AdminApi {
     on_revoked: Option<RevocationHook>,
     /// `otp` settings by template, for `POST /v1/challenges/otp`.
     otp_templates: BTreeMap<String, OtpConfig>,
+    /// Connectors: revocation events, the outbox, the webhook's inbound revocations.
+    connectors: Option<Arc<crate::connector::Connectors>>,
 }
 
 /// Called after a certificate is newly revoked, before the API answers (`serve` re-signs the
@@ -183,7 +201,14 @@ impl AdminApi {
             token,
             on_revoked: None,
             otp_templates: BTreeMap::new(),
+            connectors: None,
         }
+    }
+
+    /// Reports revocations to connectors and serves the outbox and webhook endpoints.
+    pub fn with_connectors(mut self, connectors: Arc<crate::connector::Connectors>) -> Self {
+        self.connectors = Some(connectors);
+        self
     }
 
     /// The templates `POST /v1/challenges/otp` may issue passwords for, with their settings.
@@ -212,6 +237,12 @@ impl AdminApi {
     }
 
     fn route(&self, request: Request<Bytes>) -> Response<Bytes> {
+        // Signed by the MDM with the webhook key instead of the bearer token.
+        if request.method() == Method::POST
+            && request.uri().path().trim_end_matches('/') == "/v1/webhook/revoke"
+        {
+            return self.webhook_revoke(&request, SystemTime::now());
+        }
         if !self.authorized(&request) {
             return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
@@ -232,6 +263,9 @@ impl AdminApi {
                 self.decide_request(txid, crate::store::Verdict::Reject, request.body(), now)
             }
             (&Method::POST, ["v1", "challenges", "otp"]) => self.mint_otp(request.body(), now),
+            (&Method::GET, ["v1", "outbox"]) => self.outbox_list(),
+            (&Method::POST, ["v1", "outbox", "retry"]) => self.outbox_retry(request.body()),
+            (&Method::GET, ["v1", "status"]) => self.status(),
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
@@ -337,9 +371,122 @@ impl AdminApi {
                 "body must be {\"reason\": ..., \"by\": ...}",
             );
         };
-        match revoke(&*self.store, &serial, &body.reason, &body.by, now) {
+        let connectors = self.connectors.as_deref();
+        match revoke_reporting(
+            &*self.store,
+            connectors,
+            &serial,
+            &body.reason,
+            &body.by,
+            now,
+        ) {
             RevokeResult::Done(answer) => {
                 tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
+                if answer.outcome == "revoked" {
+                    if let Some(hook) = &self.on_revoked {
+                        hook();
+                    }
+                }
+                json(StatusCode::OK, &*answer)
+            }
+            RevokeResult::NotFound => {
+                json_error(StatusCode::NOT_FOUND, "no certificate with this serial")
+            }
+            RevokeResult::BadReason(r) => {
+                json_error(StatusCode::BAD_REQUEST, &format!("unknown reason {r:?}"))
+            }
+            RevokeResult::Failed(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        }
+    }
+}
+
+impl AdminApi {
+    fn outbox_list(&self) -> Response<Bytes> {
+        match crate::connector::admin::list(&*self.store) {
+            Ok(views) => json(StatusCode::OK, &views),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    fn outbox_retry(&self, body: &Bytes) -> Response<Bytes> {
+        use crate::connector::admin::{RetryAnswer, RetryBody};
+        let Ok(body) = serde_json::from_slice::<RetryBody>(body) else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"id\": ...} or {\"all\": true}",
+            );
+        };
+        let id = match (&body.id, body.all) {
+            (Some(id), false) => Some(id.as_str()),
+            (None, true) => None,
+            _ => return json_error(StatusCode::BAD_REQUEST, "give exactly one of id, all"),
+        };
+        match self.store.outbox_retry(id) {
+            Ok(0) if id.is_some() => {
+                json_error(StatusCode::NOT_FOUND, "no waiting event with this id")
+            }
+            Ok(due) => json(StatusCode::OK, &RetryAnswer { due }),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    fn status(&self) -> Response<Bytes> {
+        let default = crate::connector::ConnectorsConfig::default();
+        let config = self.connectors.as_ref().map_or(&default, |c| c.config());
+        match crate::connector::admin::status(&*self.store, config) {
+            Ok(view) => json(StatusCode::OK, &view),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    /// `POST /v1/webhook/revoke`: authenticated by the webhook's HMAC, revoked "by webhook".
+    fn webhook_revoke(&self, request: &Request<Bytes>, now: SystemTime) -> Response<Bytes> {
+        use crate::verifiers::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+        let Some(webhook) = self.connectors.as_ref().and_then(|c| c.webhook.clone()) else {
+            return json_error(StatusCode::NOT_FOUND, "no [connector.webhook] configured");
+        };
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Err(why) = webhook.verify(
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            request.body(),
+            now,
+        ) {
+            tracing::warn!(why, "webhook revocation refused");
+            return json_error(StatusCode::UNAUTHORIZED, why);
+        }
+        let Ok(body) =
+            serde_json::from_slice::<crate::connector::admin::WebhookRevokeBody>(request.body())
+        else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"serial\": ..., \"reason\": ...}",
+            );
+        };
+        let Some(serial) = parse_serial(&body.serial) else {
+            return json_error(StatusCode::BAD_REQUEST, "serial must be hex");
+        };
+        let reason = body.reason.as_deref().unwrap_or("unspecified");
+        self.revoke_bytes(&serial, reason, "webhook", now)
+    }
+
+    fn revoke_bytes(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Response<Bytes> {
+        match revoke_reporting(
+            &*self.store,
+            self.connectors.as_deref(),
+            serial,
+            reason,
+            by,
+            now,
+        ) {
+            RevokeResult::Done(answer) => {
+                tracing::info!(serial = %answer.certificate.serial, reason, by, outcome = %answer.outcome, "revocation");
                 if answer.outcome == "revoked" {
                     if let Some(hook) = &self.on_revoked {
                         hook();

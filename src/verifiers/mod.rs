@@ -6,8 +6,10 @@
 //! - [`otp`]: one-time passwords as NDES issues them; holds the store, and redeems the
 //!   password there inside `evaluate` (see docs/design.md, "Verifiers in src/").
 //! - [`webhook`]: POSTs the request's details to a URL and obeys the answer.
+//! - [`intune`]: Intune decides (validateRequest, through the Intune connector).
 //! - [`ndes_admin`]: NDES's password page `/certsrv/mscep_admin/` behind HTTP Basic auth.
 
+pub mod intune;
 pub mod ndes_admin;
 pub mod otp;
 pub mod webhook;

@@ -242,7 +242,7 @@ impl WebhookVerifier {
 
 /// A TLS client that verifies the server's certificate and name, against `ca_pem`'s
 /// certificates only when given, else the system's trusted CAs.
-fn connector(ca_pem: Option<&[u8]>) -> Result<SslConnector, openssl::error::ErrorStack> {
+pub(crate) fn connector(ca_pem: Option<&[u8]>) -> Result<SslConnector, openssl::error::ErrorStack> {
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     if let Some(pem) = ca_pem {
         let mut store = X509StoreBuilder::new()?;
@@ -423,11 +423,31 @@ fn key_info(csr: &CertReq) -> KeyInfo {
     }
 }
 
-/// One POST, bounded by `timeout` as a whole: (status, body).
+/// One POST of JSON, bounded by `timeout` as a whole: (status, body).
 fn call(
     target: &Target,
     tls: Option<SslConnector>,
     timeout: Duration,
+    headers: Vec<String>,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    send(
+        target,
+        tls,
+        timeout,
+        ("POST", Some("application/json")),
+        headers,
+        body,
+    )
+}
+
+/// One request (`method` and the body's content type, if any), bounded by `timeout` as a
+/// whole: (status, body). Also the connectors' client (`crate::connector::http`).
+pub(crate) fn send(
+    target: &Target,
+    tls: Option<SslConnector>,
+    timeout: Duration,
+    (method, content_type): (&'static str, Option<&'static str>),
     headers: Vec<String>,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
@@ -441,6 +461,7 @@ fn call(
                 &target_for_thread,
                 tls.as_ref(),
                 timeout,
+                (method, content_type),
                 &headers,
                 &body,
                 started,
@@ -465,6 +486,7 @@ fn exchange(
     target: &Target,
     tls: Option<&SslConnector>,
     timeout: Duration,
+    (method, content_type): (&str, Option<&str>),
     headers: &[String],
     body: &[u8],
     started: Instant,
@@ -485,13 +507,16 @@ fn exchange(
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
     let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: scepd/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: scepd/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
         target.path,
         target.host_header(),
         env!("CARGO_PKG_VERSION"),
         body.len()
     )
     .into_bytes();
+    if let Some(content_type) = content_type {
+        request.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+    }
     for header in headers {
         request.extend_from_slice(header.as_bytes());
         request.extend_from_slice(b"\r\n");
