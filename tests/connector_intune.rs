@@ -384,6 +384,17 @@ fn an_expired_token_is_refreshed_and_a_failed_call_repeats_discovery() {
     s.standin.expire_tokens();
     let (view, _) = enroll(&s, &Device::rsa(2048), "six", "tx-6");
     assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+
+    // A token that expires within the safety margin (60 s) is never reused: validate and
+    // notify each fetch a fresh one.
+    s.standin.state.lock().unwrap().expires_in = Some(30);
+    s.standin.expire_tokens();
+    let before = s.standin.state.lock().unwrap().tokens_issued;
+    let (view, _) = enroll(&s, &Device::rsa(2048), "seven", "tx-7");
+    assert_eq!(view.status, PkiStatus::Success);
+    let (view, _) = enroll(&s, &Device::rsa(2048), "eight", "tx-8");
+    assert_eq!(view.status, PkiStatus::Success);
+    assert_eq!(s.standin.state.lock().unwrap().tokens_issued, before + 4);
 }
 
 fn crl_serials(s: &Setup2) -> Vec<Vec<u8>> {
@@ -531,4 +542,54 @@ fn revocation_requests_are_applied_uploaded_and_shown_by_crl_and_ocsp() {
     )
     .unwrap();
     assert_eq!((run.requests, run.revoked, run.errors), (1, 0, 0));
+}
+
+#[test]
+fn connector_configuration_problems_are_all_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init_dir(
+        dir.path(),
+        &Setup {
+            templates: vec![
+                (
+                    "intune",
+                    format!("manual_approval = true\n{}", intune_template("")),
+                ),
+                (
+                    "hooked",
+                    "connector = \"webhook\"\n[challenge]\ntype = \"none\"\n".into(),
+                ),
+                (
+                    "other",
+                    "connector = \"pager\"\n[challenge]\ntype = \"none\"\n".into(),
+                ),
+            ],
+            ..Setup::default()
+        },
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[connector.intune]\ntenant = \"contoso.onmicrosoft.com\"\napp_id = \"x\"\n\
+         client_secret_file = \"missing.secret\"\nauthority = \"http://login.example.com/\"\n\
+         revocation_batch = 501\n\n[outbox]\nmax_events = 0\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let errors = scepd::config::Config::load(&config)
+        .unwrap_err()
+        .0
+        .join("\n");
+    for expected in [
+        "client_secret_file",
+        "connector.intune.authority",
+        "revocation_batch",
+        "outbox.max_events",
+        "template intune: manual_approval",
+        "template hooked: needs a [connector.webhook]",
+        "template other: connector = \"pager\"",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "{expected:?} missing from:\n{errors}"
+        );
+    }
 }

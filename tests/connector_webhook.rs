@@ -353,6 +353,12 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
     let (status, _) = http(admin_addr, "POST", "/v1/webhook/revoke", &signed, unknown);
     assert_eq!(status, 404);
     server.assert_running();
+    drop(server);
+    for log in ["serve-1.log", "serve-2.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        assert!(text.contains("connector event"), "{log}: {text}");
+        assert!(!text.contains(KEY), "{log} shows the HMAC key");
+    }
 }
 
 #[test]

@@ -293,6 +293,12 @@ pub fn validate(
                 }
             },
         };
+        if implied.is_some() && template.manual_approval {
+            errors.push(format!(
+                "template {name}: manual_approval does not go with [challenge] type = \"intune\" \
+                 (Intune's flow is synchronous: validate, issue, notify)"
+            ));
+        }
         if implied.is_some() && kind != implied {
             errors.push(format!(
                 "template {name}: [challenge] type = \"intune\" reports to the intune connector"

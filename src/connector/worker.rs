@@ -130,7 +130,8 @@ pub async fn run(
     connectors: Arc<Connectors>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last_band = Band::Normal;
+    // None: the first round logs the depth found at start-up.
+    let mut last_band: Option<Band> = None;
     loop {
         let (s, c) = (Arc::clone(&store), Arc::clone(&connectors));
         let capacity = connectors.outbox.max_events;
@@ -146,13 +147,13 @@ pub async fn run(
                 }
                 if let Ok(status) = status {
                     let now_band = band(&status);
-                    if now_band != last_band {
+                    if Some(now_band) != last_band {
                         match now_band {
                             Band::Full => tracing::error!(depth = status.depth, capacity = status.capacity, "connector outbox full: enrollments and revocations that need an event are refused"),
                             Band::High => tracing::warn!(depth = status.depth, capacity = status.capacity, "connector outbox over 80% full"),
-                            Band::Normal => tracing::info!(depth = status.depth, capacity = status.capacity, "connector outbox back to normal"),
+                            Band::Normal => tracing::info!(depth = status.depth, capacity = status.capacity, "connector outbox: events waiting"),
                         }
-                        last_band = now_band;
+                        last_band = Some(now_band);
                     }
                 }
             }

@@ -206,6 +206,8 @@ pub struct IntuneState {
     pub revocations: VecDeque<Value>,
     pub uploads: Vec<Value>,
     pub base: String,
+    /// `expires_in` of new tokens (default 3599).
+    pub expires_in: Option<u64>,
 }
 
 impl IntuneState {
@@ -292,7 +294,7 @@ fn handle(state: &Mutex<IntuneState>, r: &Received) -> Answer {
         s.valid_tokens.insert(token.clone(), scope);
         return Answer::json(
             200,
-            json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}),
+            json!({"token_type": "Bearer", "expires_in": s.expires_in.unwrap_or(3599), "ext_expires_in": 3599, "access_token": token}),
         );
     }
     if r.path == "/v1.0/servicePrincipals/appId=0000000a-0000-0000-c000-000000000000/endpoints" {
