@@ -3,6 +3,7 @@
 //! project's SCEP client through `App::handle`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod intune_standin;
 mod support;
 
@@ -592,4 +593,128 @@ fn connector_configuration_problems_are_all_reported_at_once() {
             "{expected:?} missing from:\n{errors}"
         );
     }
+}
+
+/// `scepd serve` runs the revocation loop on its schedule: a request queued at the
+/// stand-in reaches the served CRL, and the log never shows the client secret or a token.
+#[test]
+fn scepd_serve_polls_intune_for_revocations_and_never_logs_secrets() {
+    use common::{describe, free_loopback_addr, run_bounded, wait_for_http_ok, ChildGuard};
+    use std::process::Command;
+    let deadline = Duration::from_secs(60);
+    let standin = IntuneStandin::start(SECRET);
+    let scepd = || Command::new(env!("CARGO_BIN_EXE_scepd"));
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin_addr) = (free_loopback_addr(), free_loopback_addr());
+    let init = run_bounded(
+        scepd()
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin_addr.to_string()]),
+        deadline,
+    );
+    assert!(init.status.success(), "{}", describe(&init));
+    std::fs::write(
+        dir.path().join("templates/intune.toml"),
+        intune_template(""),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("intune.secret"), SECRET).unwrap();
+    let config = dir.path().join("scepd.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        &standin
+            .config("intune.secret", "")
+            .replace("revocation_poll_secs = 0", "revocation_poll_secs = 1"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut server = ChildGuard::spawn(
+        scepd()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("SCEPD_LOG", "debug"),
+        &dir.path().join("serve.log"),
+    );
+    wait_for_http_ok(&mut server, addr, "/healthz", deadline);
+
+    // Enroll over HTTP with our client.
+    let http_get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut data = Vec::new();
+        stream.read_to_end(&mut data).unwrap();
+        let split = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        data[split..].to_vec()
+    };
+    let certs =
+        scepd::scep::client::parse_ca_certs(&http_get("/scep/intune?operation=GetCACert")).unwrap();
+    let (recipient, reply_signer) = scepd::scep::client::select_ra_certs(&certs).unwrap();
+    let device = Device::rsa(2048);
+    let csr = device.simple_csr("served", "opaque-intune-challenge-blob");
+    let request =
+        scepd::scep::client::build_request(&csr, &recipient, &device.signer, &options("tx-served"))
+            .unwrap();
+    let message = percent_encoding::utf8_percent_encode(
+        &b64(&request.der),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    let reply = http_get(&format!(
+        "/scep/intune?operation=PKIOperation&message={message}"
+    ));
+    let view = scepd::scep::client::read_cert_rep(&reply, &request, &reply_signer, &device.signer)
+        .unwrap();
+    assert_eq!(view.status, PkiStatus::Success, "{:?}", view.fail_info_text);
+    let serial = openssl::x509::X509::from_der(&view.certs[0])
+        .unwrap()
+        .serial_number()
+        .to_bn()
+        .unwrap();
+    s_push(&standin, &serial.to_hex_str().unwrap());
+
+    // The loop picks it up within a few polls; the served CRL lists it.
+    let start = std::time::Instant::now();
+    loop {
+        server.assert_running();
+        let crl = openssl::x509::X509Crl::from_der(&http_get("/crl/ca.crl")).unwrap();
+        let listed = crl.get_revoked().is_some_and(|r| {
+            r.iter()
+                .any(|e| e.serial_number().to_bn().unwrap() == serial)
+        });
+        if listed {
+            break;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "not revoked:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let uploads = standin.state.lock().unwrap().uploads.clone();
+    assert_eq!(uploads[0]["succeeded"], json!(true));
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("Intune revocation requests applied"), "{log}");
+    assert!(!log.contains(SECRET), "the client secret reached the log");
+    assert!(!log.contains("token-1"), "an access token reached the log");
+}
+
+fn s_push(standin: &IntuneStandin, serial_hex: &str) {
+    standin
+        .state
+        .lock()
+        .unwrap()
+        .revocations
+        .push_back(json!({"requestContext": "ctx-served", "serialNumber": serial_hex}));
 }
