@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v scepclient >/dev/null || missing+=(scep)
 command -v openssl >/dev/null || missing+=(openssl)
+# SoftHSM2: the PKCS#11 token of tests/pkcs11.rs and ca/tests/pkcs11_token.rs.
+command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

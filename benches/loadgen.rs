@@ -5,6 +5,7 @@
 //! cargo build --release
 //! cargo bench --bench loadgen -- --self-host --concurrency 4 --requests 2000
 //! cargo bench --bench loadgen -- --url http://127.0.0.1:PORT/scep --challenge secret
+//! cargo bench --bench loadgen -- --self-host --pkcs11 /usr/lib/softhsm/libsofthsm2.so
 //! ```
 //!
 //! Options: `--url URL` (plain http only), `--challenge S`, `--concurrency N` (4),
@@ -13,7 +14,10 @@
 //! POST), `--self-host` (the default without `--url`: `scepd init` in a temporary directory on
 //! free loopback ports, `scepd serve`, killed at the end; the binary is `target/release/scepd`
 //! next to this bench, or `--scepd PATH`), `--server-pid PID[,PID...]` (processes whose CPU
-//! time to report, e.g. micromdm's scepserver and its socat bridge).
+//! time to report, e.g. micromdm's scepserver and its socat bridge), `--pkcs11 MODULE` (with
+//! `--self-host`: the CA, RA signing and RA encryption keys in a PKCS#11 token, a SoftHSM2
+//! token initialised in the temporary directory with `softhsm2-util` and used through
+//! `scepd init --pkcs11-module MODULE --pkcs11-token ... --pkcs11-pin-file ...`).
 //!
 //! All requests are built before the timed phase (distinct transactionIDs and CSR subjects,
 //! one RSA-2048 device key), so the client's crypto is not measured. After the timed phase
@@ -65,6 +69,7 @@ struct Options {
     scepd: Option<PathBuf>,
     server_pids: Vec<u32>,
     sample_every: usize,
+    pkcs11: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -81,6 +86,7 @@ impl Default for Options {
             scepd: None,
             server_pids: Vec::new(),
             sample_every: SAMPLE_EVERY,
+            pkcs11: None,
         }
     }
 }
@@ -88,7 +94,8 @@ impl Default for Options {
 const USAGE: &str =
     "usage: cargo bench --bench loadgen -- [--url http://HOST:PORT/PATH | --self-host] \
 [--challenge S] [--concurrency N] [--requests N] [--duration-secs N] \
-[--cipher aes256|aes128|3des|des] [--get] [--scepd PATH] [--server-pid PID[,PID...]]";
+[--cipher aes256|aes128|3des|des] [--get] [--scepd PATH] [--server-pid PID[,PID...]] \
+[--pkcs11 MODULE]";
 
 /// `Ok(None)`: smoke mode (no `--bench`, or `--test`).
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
@@ -136,6 +143,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--get" => options.get = true,
             "--self-host" => self_host = true,
             "--scepd" => options.scepd = Some(PathBuf::from(value(arg)?)),
+            "--pkcs11" => options.pkcs11 = Some(PathBuf::from(value(arg)?)),
             "--server-pid" => {
                 for pid in value(arg)?.split([',', ' ']).filter(|s| !s.is_empty()) {
                     options
@@ -149,6 +157,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     }
     if self_host && options.url.is_some() {
         return Err("--self-host and --url exclude each other".into());
+    }
+    if options.pkcs11.is_some() && options.url.is_some() {
+        return Err("--pkcs11 goes with --self-host".into());
     }
     Ok(Some(options))
 }
@@ -204,6 +215,7 @@ async fn smoke() -> Result<(), BoxError> {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse()?,
         legacy_algorithms: false,
+        pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse()?,
     })?;
     let loaded = scepd::cli::serve::load(&created.config).map_err(|e| e.join("; "))?;
@@ -325,6 +337,19 @@ impl SelfHosted {
         if options.cipher == ContentCipher::DesCbc {
             init.arg("--legacy-algorithms");
         }
+        let softhsm_conf = match &options.pkcs11 {
+            Some(module) => {
+                let (conf, pin_file) = softhsm_token(dir.path())?;
+                init.env("SOFTHSM2_CONF", &conf)
+                    .arg("--pkcs11-module")
+                    .arg(module)
+                    .args(["--pkcs11-token", SOFTHSM_TOKEN])
+                    .arg("--pkcs11-pin-file")
+                    .arg(pin_file);
+                Some(conf)
+            }
+            None => None,
+        };
         let init = init.stdout(Stdio::null()).output()?;
         if !init.status.success() {
             return Err(format!(
@@ -334,7 +359,11 @@ impl SelfHosted {
             .into());
         }
         let log = std::fs::File::create(dir.path().join("serve.log"))?;
-        let child = Command::new(&binary)
+        let mut serve = Command::new(&binary);
+        if let Some(conf) = &softhsm_conf {
+            serve.env("SOFTHSM2_CONF", conf);
+        }
+        let child = serve
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("scepd.toml"))
@@ -365,6 +394,46 @@ impl Drop for SelfHosted {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+const SOFTHSM_TOKEN: &str = "scepd-bench";
+
+/// A SoftHSM2 token in `dir` (its own config, token directory and PIN file): returns the
+/// config (for SOFTHSM2_CONF) and the PIN file.
+fn softhsm_token(dir: &Path) -> Result<(PathBuf, PathBuf), BoxError> {
+    let tokens = dir.join("softhsm-tokens");
+    std::fs::create_dir(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let pin = format!("bench-{}", run_id());
+    let pin_file = dir.join("pkcs11.pin");
+    std::fs::write(&pin_file, format!("{pin}\n"))?;
+    let output = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            SOFTHSM_TOKEN,
+            "--pin",
+            &pin,
+        ])
+        .args(["--so-pin", &format!("so-{pin}")])
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "softhsm2-util --init-token failed (apt-get install softhsm2): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok((conf, pin_file))
 }
 
 /// `target/release/scepd` beside this bench binary (`target/release/deps/loadgen-*`), else
@@ -878,6 +947,12 @@ impl Report {
             .map(|(code, n)| format!("{code}={n}"))
             .collect();
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        if let Some(module) = &options.pkcs11 {
+            println!(
+                "keys: CA, RA signing and RA encryption in a PKCS#11 token ({})",
+                module.display()
+            );
+        }
         println!(
             "target {} ({}, {}, {} GetCACert certs), concurrency {}, {} requests prepared in {:.1} s",
             self.url,

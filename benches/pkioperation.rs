@@ -29,6 +29,7 @@ fn pkioperation(c: &mut Criterion) {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse().expect("addr"),
         legacy_algorithms: false,
+        pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse().expect("addr"),
     };
     let created = create(&args).expect("init");

@@ -64,6 +64,8 @@ pub struct RawConfig {
     /// `[cas.<name>]`: further CAs, each serving the templates that name it (`ca = "<name>"`).
     #[serde(default)]
     pub cas: BTreeMap<String, RawExtraCa>,
+    /// `[pkcs11]`: the token that holds the keys named by `key_label`s.
+    pub pkcs11: Option<crate::pkcs11::RawPkcs11>,
 }
 
 /// `[cas.<name>]`: a further software CA and, optionally, its RA certificates.
@@ -310,8 +312,11 @@ impl Default for RawAdmin {
 pub struct RawCa {
     /// CA certificate, PEM.
     pub cert: PathBuf,
-    /// CA private key, PEM (optionally encrypted).
+    /// CA private key, PEM (optionally encrypted); absent with `key_label`.
+    #[serde(default)]
     pub key: PathBuf,
+    /// The CA key's label in the `[pkcs11]` token, instead of `key`.
+    pub key_label: Option<String>,
     /// Certificates above the CA (PEM, issuer first), served with it.
     pub chain: Option<PathBuf>,
     /// Environment variable holding the key's passphrase.
@@ -328,12 +333,18 @@ pub struct RawCa {
 pub struct RawRa {
     /// RA signing certificate (digitalSignature): signs CertReps.
     pub sign_cert: PathBuf,
-    /// Its key.
+    /// Its key; absent with `sign_key_label`.
+    #[serde(default)]
     pub sign_key: PathBuf,
+    /// The signing key's label in the `[pkcs11]` token, instead of `sign_key`.
+    pub sign_key_label: Option<String>,
     /// RA encryption certificate (keyEncipherment): requests are encrypted to it.
     pub encrypt_cert: PathBuf,
-    /// Its key.
+    /// Its key; absent with `encrypt_key_label`.
+    #[serde(default)]
     pub encrypt_key: PathBuf,
+    /// The encryption key's label in the `[pkcs11]` token, instead of `encrypt_key`.
+    pub encrypt_key_label: Option<String>,
     /// Renew an RA certificate this many days before it expires (default 30).
     #[serde(default = "default_ra_renew_before_days")]
     pub renew_before_days: u32,
@@ -512,6 +523,8 @@ pub struct Config {
     pub connectors: crate::connector::config::ConnectorsConfig,
     /// `[cas.<name>]`: the CAs besides `[ca]`.
     pub extra_cas: Vec<ExtraCa>,
+    /// `[pkcs11]` and the key labels, when keys are in a token.
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
 }
 
 /// What issued certificates point to when their template names no URLs of its own.
@@ -805,7 +818,7 @@ impl Config {
         }
         let admin_listen = parse_optional_addr("admin.listen", &raw.admin.listen, &mut errors);
         let limits = validate_limits(&raw.server, &mut errors);
-        let ca = CaConfig {
+        let mut ca = CaConfig {
             cert: resolve(&raw.ca.cert),
             key: resolve(&raw.ca.key),
             chain: raw.ca.chain.as_deref().map(&resolve),
@@ -820,13 +833,14 @@ impl Config {
                 (None, None) => Passphrase::None,
             },
         };
-        let ra = raw.ra.as_ref().map(|r| RaConfig {
+        let mut ra = raw.ra.as_ref().map(|r| RaConfig {
             sign_cert: resolve(&r.sign_cert),
             sign_key: resolve(&r.sign_key),
             encrypt_cert: resolve(&r.encrypt_cert),
             encrypt_key: resolve(&r.encrypt_key),
             renew_before: std::time::Duration::from_secs(u64::from(r.renew_before_days) * 86_400),
         });
+        let pkcs11 = crate::pkcs11::validate(&raw, &mut ca.key, ra.as_mut(), &resolve, &mut errors);
         check_files_exist(&ca, ra.as_ref(), tls.as_ref(), &mut errors);
         let public_url = validate_public_url(raw.server.public_url.as_deref(), &mut errors);
         let ca_name = raw.ca.name.clone().unwrap_or_else(|| "ca".into());
@@ -905,6 +919,7 @@ impl Config {
             signed_challenge,
             connectors,
             extra_cas,
+            pkcs11,
         })
     }
 }
@@ -1038,11 +1053,13 @@ fn validate_signed_challenge(
         (None, None) => None,
         (Some(cert), Some(key)) => {
             match crate::keys::load_pair(&resolve(cert), &resolve(key), None) {
-                Ok(pair) if pair.key.id() == openssl::pkey::Id::RSA => {
-                    Some(scepd_policy::DecryptionKey {
-                        cert_der: pair.cert_der,
-                        key: pair.key,
-                    })
+                Ok(pair) if pair.key.kind() == scepd_ca::KeyKind::Rsa => {
+                    pair.key
+                        .as_openssl()
+                        .map(|key| scepd_policy::DecryptionKey {
+                            cert_der: pair.cert_der.clone(),
+                            key: key.clone(),
+                        })
                 }
                 Ok(_) => {
                     errors.push("signed_challenge.decrypt_key: must be an RSA key".into());
@@ -1232,7 +1249,8 @@ fn check_files_exist(
         files.extend([("tls.cert", &tls.cert), ("tls.key", &tls.key)]);
     }
     for (key, path) in files {
-        if !path.is_file() {
+        // An empty key path: the key is in the [pkcs11] token (checked there).
+        if !path.as_os_str().is_empty() && !path.is_file() {
             errors.push(format!("{key}: {} does not exist", path.display()));
         }
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+use scepd_ca::{KeyKind, PrivateKey};
 
 use crate::config::{Config, Passphrase};
 
@@ -13,8 +14,8 @@ use crate::config::{Config, Passphrase};
 pub struct KeyPair {
     /// DER certificate.
     pub cert_der: Vec<u8>,
-    /// The private key, parsed once.
-    pub key: PKey<Private>,
+    /// The private key, parsed once (in memory), or found once in a PKCS#11 token.
+    pub key: PrivateKey,
 }
 
 /// Who decrypts requests and signs replies.
@@ -126,7 +127,10 @@ pub fn load_pair(
         let msg = format!("{} does not match {}", key_path.display(), cert.display());
         return Err(KeyError::Unsuitable(msg));
     }
-    Ok(KeyPair { cert_der, key })
+    Ok(KeyPair {
+        cert_der,
+        key: key.into(),
+    })
 }
 
 impl RaIdentity {
@@ -184,8 +188,8 @@ impl RaIdentity {
     }
 }
 
-fn require_rsa(pair: &KeyPair, what: &str) -> Result<(), KeyError> {
-    if pair.key.id() == openssl::pkey::Id::RSA {
+pub(crate) fn require_rsa(pair: &KeyPair, what: &str) -> Result<(), KeyError> {
+    if pair.key.kind() == KeyKind::Rsa {
         Ok(())
     } else {
         Err(KeyError::Unsuitable(format!(

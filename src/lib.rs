@@ -14,6 +14,7 @@ pub mod enroll;
 pub mod http;
 pub mod keys;
 pub mod ocsp;
+pub mod pkcs11;
 pub mod ra_renewal;
 pub mod multi_ca;
 pub mod rollover;

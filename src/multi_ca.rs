@@ -65,7 +65,7 @@ fn load(extra: &ExtraCa, now: SystemTime) -> Result<LoadedCa, String> {
             (pair.clone(), pair)
         }
     };
-    if decrypter.key.id() != openssl::pkey::Id::RSA {
+    if decrypter.key.kind() != scepd_ca::KeyKind::Rsa {
         return Err("SCEP key transport needs an RSA key to decrypt requests (the RA \
                     encryption key, or the CA key without [cas.<name>.ra])"
             .into());

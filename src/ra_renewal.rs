@@ -120,11 +120,14 @@ fn renew_identity_if_due(
     if !due {
         return Ok(false);
     }
-    let signer = reissue(ca, &current.signer.cert_der, RaPurpose::Signing)?;
-    let encrypter = reissue(ca, &decrypter.cert_der, RaPurpose::Encryption)?;
-    // Kept so that a restart keeps the grace decryption key too (see `previous_pair`).
-    let (previous_cert, previous_key) = previous_paths(config);
-    write_pair(&previous_cert, &previous_key, decrypter)?;
+    let signer = reissue(ca, &current.signer, RaPurpose::Signing)?;
+    let encrypter = reissue(ca, decrypter, RaPurpose::Encryption)?;
+    // Kept so that a restart keeps the grace decryption key too (see `previous_pair`). A key
+    // in a PKCS#11 token keeps serving under its new certificate: no grace pair to keep.
+    if decrypter.key.as_openssl().is_some() {
+        let (previous_cert, previous_key) = previous_paths(config);
+        write_pair(&previous_cert, &previous_key, decrypter)?;
+    }
     write_pair(&config.sign_cert, &config.sign_key, &signer)?;
     write_pair(&config.encrypt_cert, &config.encrypt_key, &encrypter)?;
     put_in_service(current.renewed(signer, encrypter))
@@ -163,26 +166,48 @@ pub fn previous_pair(config: &RaConfig, now: SystemTime) -> Option<KeyPair> {
     }
 }
 
-/// A new key and a certificate for it with the subject of `old_der`.
-fn reissue(ca: &SoftwareCa, old_der: &[u8], purpose: RaPurpose) -> Result<KeyPair, RenewalError> {
-    let old = x509_cert::Certificate::from_der(old_der)
+/// A new key and a certificate for it with the subject of `old`'s certificate. A key in a
+/// PKCS#11 token is kept (it cannot be written to a file) and gets the new certificate.
+fn reissue(ca: &SoftwareCa, old: &KeyPair, purpose: RaPurpose) -> Result<KeyPair, RenewalError> {
+    let old_cert = x509_cert::Certificate::from_der(&old.cert_der)
         .map_err(|e| RenewalError::Certificate(e.to_string()))?;
-    let subject = old.tbs_certificate.subject.to_string();
+    let subject = old_cert.tbs_certificate.subject.to_string();
+    let issue = |public: &openssl::pkey::PKeyRef<openssl::pkey::Public>| {
+        certgen::issue_ra_certificate(ca, public, &subject, purpose, RA_VALIDITY_DAYS)
+            .map_err(|e| RenewalError::Issue(e.to_string()))
+    };
+    if old.key.as_openssl().is_none() {
+        let public = old
+            .key
+            .public_key()
+            .map_err(|e| RenewalError::Issue(e.to_string()))?;
+        return Ok(KeyPair {
+            cert_der: issue(&public)?,
+            key: old.key.clone(),
+        });
+    }
     let key =
         certgen::generate_key(KeySpec::Rsa2048).map_err(|e| RenewalError::Issue(e.to_string()))?;
-    let cert_der = certgen::issue_ra_certificate(ca, &key, &subject, purpose, RA_VALIDITY_DAYS)
+    let public = key
+        .public_key_to_der()
+        .and_then(|der| openssl::pkey::PKey::public_key_from_der(&der))
         .map_err(|e| RenewalError::Issue(e.to_string()))?;
-    Ok(KeyPair { cert_der, key })
+    Ok(KeyPair {
+        cert_der: issue(&public)?,
+        key: key.into(),
+    })
 }
 
 /// Writes the key (0600) and then the certificate, each through a temporary file and a
 /// rename, so that neither file is ever seen half-written.
 fn write_pair(cert_path: &Path, key_path: &Path, pair: &KeyPair) -> Result<(), RenewalError> {
-    let key_pem = key_pem(&pair.key)?;
     let cert_pem = openssl::x509::X509::from_der(&pair.cert_der)
         .and_then(|c| c.to_pem())
         .map_err(|e| RenewalError::Issue(e.to_string()))?;
-    write_atomically(key_path, &key_pem, 0o600)?;
+    // A key in a PKCS#11 token stays there: only its certificate is written.
+    if let Some(key) = pair.key.as_openssl() {
+        write_atomically(key_path, &key_pem(key)?, 0o600)?;
+    }
     write_atomically(cert_path, &cert_pem, 0o644)
 }
 

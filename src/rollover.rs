@@ -428,7 +428,7 @@ mod tests {
         let cert = scepd_ca::self_signed_ca(&key, cn, 30).unwrap();
         let pair = KeyPair {
             cert_der: cert.clone(),
-            key: key.clone(),
+            key: key.clone().into(),
         };
         Generation {
             name: name.into(),

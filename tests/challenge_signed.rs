@@ -71,7 +71,7 @@ impl Signed {
             None,
         )
         .unwrap();
-        (pair.cert_der, pair.key)
+        (pair.cert_der, pair.key.as_openssl().unwrap().clone())
     }
 
     /// Mints `claims` with the development signer for our RA encryption certificate.
@@ -120,6 +120,7 @@ fn init(dir: &Path, legacy: bool, listen: &str) -> PathBuf {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse().unwrap(),
         legacy_algorithms: legacy,
+        pkcs11: Default::default(),
         admin_listen: common::free_loopback_addr(),
     })
     .expect("init");

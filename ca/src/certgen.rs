@@ -19,6 +19,7 @@ use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 
 use crate::extensions::{self, oid};
+use crate::keyops::{KeyKind, PrivateKeyOps};
 use crate::signing::SigningScheme;
 use crate::software::{assemble_certificate, CertificateFields, SoftwareCa};
 use crate::{parse_dn, CaError};
@@ -116,14 +117,14 @@ fn non_empty_name(subject: &str) -> Result<Name, CaError> {
 /// (RFC 8894 §2.1.2); subjectKeyIdentifier (§4.2.1.2). `subject` is RFC 4514, e.g.
 /// `"CN=scepd CA,O=Example"`.
 pub fn self_signed_ca(
-    key: &PKey<Private>,
+    key: &dyn PrivateKeyOps,
     subject: &str,
     validity_days: u32,
 ) -> Result<Vec<u8>, CaError> {
     let name = non_empty_name(subject)?;
-    let public_key = subject_public_key_info(key)?;
+    let public_key = subject_public_key_info(&*key.public_key()?)?;
     let mut usage = KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature;
-    if key.id() == Id::RSA {
+    if key.kind() == KeyKind::Rsa {
         usage |= KeyUsages::KeyEncipherment;
     }
     let (not_before, not_after) = validity_from_now(validity_days)?;

@@ -50,6 +50,9 @@ pub enum CaError {
     /// An OpenSSL operation failed (key generation, signing, PEM parsing).
     #[error("openssl: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    /// The CA key could not sign (a PKCS#11 token that is away, a key that cannot do it).
+    #[error("CA key: {0}")]
+    Key(#[from] crate::keyops::KeyOpError),
     /// Encoding a structure we built ourselves failed (never caused by client input; client
     /// input that fails to decode is [`CaError::MalformedCsr`]).
     #[error("DER encoding: {0}")]

@@ -15,6 +15,8 @@ mod csr;
 mod dn;
 mod error;
 mod extensions;
+pub mod keyops;
+pub mod pkcs11;
 pub mod profile;
 mod pubkey;
 mod revocation;
@@ -33,6 +35,7 @@ pub use certgen::{
 pub use csr::verify_csr_signature;
 pub use dn::{format_dn, parse_dn};
 pub use error::CaError;
+pub use keyops::{HashAlg, KeyKind, KeyOpError, PrivateKey, PrivateKeyOps, RsaDecryption};
 pub use profile::{KeyType, Profile, RawProfile, SanType};
 pub use pubkey::{public_key_from_spki, public_key_from_spki_der, PublicKeyError};
 pub use revocation::{RevocationReason, RevokedEntry};

@@ -4,10 +4,11 @@ use const_oid::ObjectIdentifier;
 use der::asn1::Any;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{HasPublic, Id, PKeyRef, Private};
-use openssl::sign::{Signer, Verifier};
+use openssl::pkey::{HasPublic, Id, PKeyRef};
+use openssl::sign::Verifier;
 use spki::AlgorithmIdentifierOwned;
 
+use crate::keyops::{HashAlg, KeyKind, PrivateKeyOps};
 use crate::CaError;
 
 const SHA1_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5");
@@ -30,10 +31,10 @@ pub(crate) enum SigningScheme {
 
 impl SigningScheme {
     /// Picks the scheme for a CA key; other key types cannot be CA keys here.
-    pub(crate) fn for_key(key: &PKeyRef<Private>) -> Result<Self, CaError> {
-        match key.id() {
-            Id::RSA => Ok(Self::RsaSha256),
-            Id::EC => match key.ec_key()?.group().curve_name() {
+    pub(crate) fn for_key(key: &dyn PrivateKeyOps) -> Result<Self, CaError> {
+        match key.kind() {
+            KeyKind::Rsa => Ok(Self::RsaSha256),
+            KeyKind::Ec(curve) => match curve {
                 Some(Nid::X9_62_PRIME256V1) => Ok(Self::EcdsaSha256),
                 Some(Nid::SECP384R1) => Ok(Self::EcdsaSha384),
                 other => Err(CaError::CaConfig(format!("unsupported CA curve {other:?}"))),
@@ -63,19 +64,18 @@ impl SigningScheme {
         }
     }
 
-    fn digest(self) -> MessageDigest {
+    fn hash(self) -> HashAlg {
         match self {
-            Self::RsaSha256 | Self::EcdsaSha256 => MessageDigest::sha256(),
-            Self::EcdsaSha384 => MessageDigest::sha384(),
+            Self::RsaSha256 | Self::EcdsaSha256 => HashAlg::Sha256,
+            Self::EcdsaSha384 => HashAlg::Sha384,
         }
     }
 
-    /// Signs `data` (a DER TBSCertificate or TBSCertList). RSA uses PKCS#1 v1.5, openssl's
-    /// default padding; ECDSA yields the DER Ecdsa-Sig-Value the BIT STRING carries.
-    pub(crate) fn sign(self, key: &PKeyRef<Private>, data: &[u8]) -> Result<Vec<u8>, CaError> {
-        let mut signer = Signer::new(self.digest(), key)?;
-        signer.update(data)?;
-        Ok(signer.sign_to_vec()?)
+    /// Signs `data` (a DER TBSCertificate or TBSCertList) with the CA key, in memory or in a
+    /// token. RSA uses PKCS#1 v1.5; ECDSA yields the DER Ecdsa-Sig-Value the BIT STRING
+    /// carries.
+    pub(crate) fn sign(self, key: &dyn PrivateKeyOps, data: &[u8]) -> Result<Vec<u8>, CaError> {
+        Ok(key.sign(self.hash(), data)?)
     }
 }
 

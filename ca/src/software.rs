@@ -20,6 +20,7 @@ use x509_cert::Certificate;
 
 use crate::csr::{check_csr, CheckedCsr, RequestedValidity, ValidityUnit};
 use crate::extensions::{self, oid};
+use crate::keyops::{PrivateKey, PrivateKeyOps};
 use crate::signing::SigningScheme;
 use crate::time::{add_days, whole_seconds, x509_time};
 use crate::{
@@ -30,14 +31,14 @@ use crate::{
 /// asks for at least 64 random bits; we use 128 and then some).
 const SERIAL_RANDOM_OCTETS: usize = 16;
 
-/// A CA whose key is in memory (parsed once; `PKey` is `Send + Sync`), so `issue` needs no
-/// lock.
+/// A CA whose key is in memory (parsed once; `PKey` is `Send + Sync`) or in a PKCS#11
+/// token ([`crate::pkcs11`], a pool of sessions), so `issue` needs no lock.
 pub struct SoftwareCa {
     /// The CA certificate first, then its issuers (DER).
     chain: Vec<Vec<u8>>,
     /// The CA's subject, which is the issuer of everything it signs.
     subject: Name,
-    key: PKey<Private>,
+    key: PrivateKey,
     scheme: SigningScheme,
     /// The keyIdentifier put in authorityKeyIdentifier.
     key_id: Vec<u8>,
@@ -116,9 +117,10 @@ impl SoftwareCa {
     /// the certificate and that the certificate is a CA certificate (RFC 5280 §4.2.1.9).
     pub fn from_parts(
         cert_der: Vec<u8>,
-        key: PKey<Private>,
+        key: impl Into<PrivateKey>,
         issuers: Vec<Vec<u8>>,
     ) -> Result<Self, CaError> {
+        let key: PrivateKey = key.into();
         let certificate = Certificate::from_der(&cert_der)
             .map_err(|e| CaError::CaConfig(format!("CA certificate: {e}")))?;
         // Issued certificates carry the CA subject through the decoded Name; a certificate
@@ -128,7 +130,10 @@ impl SoftwareCa {
                 "CA certificate is not DER-encoded".into(),
             ));
         }
-        if !X509::from_der(&cert_der)?.public_key()?.public_eq(&key) {
+        if !X509::from_der(&cert_der)?
+            .public_key()?
+            .public_eq(&*key.public_key()?)
+        {
             return Err(CaError::CaConfig(
                 "the key does not match the CA certificate".into(),
             ));
@@ -161,8 +166,9 @@ impl SoftwareCa {
         self.not_after
     }
 
-    /// The CA's private key (the RA signs nothing with it; `init` writes it out).
-    pub fn private_key(&self) -> &PKey<Private> {
+    /// The CA's private key (the RA signs nothing with it; `init` writes it out when it is
+    /// in memory, see [`PrivateKeyOps::as_openssl`]).
+    pub fn private_key(&self) -> &PrivateKey {
         &self.key
     }
 
@@ -286,7 +292,7 @@ pub(crate) fn random_serial() -> Result<Vec<u8>, CaError> {
 pub(crate) fn assemble_certificate(
     fields: CertificateFields,
     issuer: Name,
-    key: &PKey<Private>,
+    key: &dyn PrivateKeyOps,
     scheme: SigningScheme,
 ) -> Result<SignedCertificate, CaError> {
     let serial = random_serial()?;

@@ -135,7 +135,10 @@ fn mint_blob(args: &MintArgs) -> Result<String, String> {
     scepd_policy::mint_challenge(
         &claims,
         &signer.cert_der,
-        &signer.key,
+        signer
+            .key
+            .as_openssl()
+            .ok_or("the challenge signer key must be a PEM file")?,
         &recipient,
         scepd_policy::MintOptions::default(),
     )

@@ -6,8 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use openssl::pkey::{PKey, Private};
-use scepd_ca::{certgen, KeySpec, RaPurpose, SoftwareCa};
+use scepd_ca::{certgen, KeySpec, PrivateKeyOps, RaPurpose, SoftwareCa};
 
 /// Arguments of `scepd init`.
 #[derive(Debug, clap::Args)]
@@ -48,6 +47,10 @@ pub struct InitArgs {
     /// old network gear still send it). Replies never use DES.
     #[arg(long)]
     pub legacy_algorithms: bool,
+    /// Generate the CA and RA keys in a PKCS#11 token (`--pkcs11-module`, `--pkcs11-token`,
+    /// `--pkcs11-pin-file`) instead of writing key files.
+    #[command(flatten)]
+    pub pkcs11: crate::pkcs11::InitOptions,
 }
 
 /// The verifier of the default template (`--challenge-mode`).
@@ -144,7 +147,8 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         .ca_key
         .parse()
         .map_err(|e: scepd_ca::CaError| e.to_string())?;
-    let ca_key = certgen::generate_key(spec).map_err(|e| e.to_string())?;
+    let token = args.pkcs11.open()?;
+    let ca_key = crate::pkcs11::generate_key(token.as_ref(), crate::pkcs11::KeyRole::Ca, spec)?;
     let ca_der =
         certgen::self_signed_ca(&ca_key, &args.ca_subject, 3650).map_err(|e| e.to_string())?;
     let ca = SoftwareCa::from_parts(ca_der.clone(), ca_key.clone(), Vec::new())
@@ -156,10 +160,11 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         ("ra-sign", RaPurpose::Signing, "scepd RA signing"),
         ("ra-encrypt", RaPurpose::Encryption, "scepd RA encryption"),
     ] {
-        let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
+        let role = crate::pkcs11::KeyRole::Ra(purpose);
+        let key = crate::pkcs11::generate_key(token.as_ref(), role, KeySpec::Rsa2048)?;
         let der = certgen::issue_ra_certificate(
             &ca,
-            &key,
+            &*key.public_key().map_err(|e| e.to_string())?,
             &format!("CN={cn}"),
             purpose,
             crate::ra_renewal::RA_VALIDITY_DAYS,
@@ -198,6 +203,9 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
     );
     write_file(&dir.join("templates/default.toml"), &template)?;
     let mut config = config_text(args);
+    if let Some(token) = &token {
+        token.adjust_config(&mut config);
+    }
     if args.challenge_mode == ChallengeMode::Signed {
         config.push_str(SIGNED_CHALLENGE_TRUST);
     }
@@ -233,11 +241,20 @@ pub(crate) fn pem_of(der: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn write_pair(dir: &Path, name: &str, cert_der: &[u8], key: &PKey<Private>) -> Result<(), String> {
+/// Writes `<name>.pem`, and `<name>.key` unless the key is in a PKCS#11 token.
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    cert_der: &[u8],
+    key: &dyn PrivateKeyOps,
+) -> Result<(), String> {
     write_file(
         &dir.join(format!("{name}.pem")),
         &String::from_utf8_lossy(&pem_of(cert_der)?),
     )?;
+    let Some(key) = key.as_openssl() else {
+        return Ok(());
+    };
     let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
     write_secret(
         &dir.join(format!("{name}.key")),

@@ -109,6 +109,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
             tls_name: None,
             tls_listen: "127.0.0.1:8443".parse().map_err(|e| format!("{e}"))?,
             legacy_algorithms: true,
+            pkcs11: Default::default(),
             admin_listen: "127.0.0.1:8081".parse().map_err(|e| format!("{e}"))?,
         };
         super::init::create(&init)?;
@@ -127,16 +128,13 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
 /// Loads configuration, keys, CA and store; every problem is returned at once.
 pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
     let mut config = Config::load(config_path).map_err(|e| e.0)?;
-    let ra = RaIdentity::load(&config).map_err(|e| vec![e.to_string()])?;
+    // Keys in a PKCS#11 token ([pkcs11], `key_label`s): one session per crypto thread.
+    let token = crate::pkcs11::open(&config, crypto_threads()).map_err(|e| vec![e])?;
+    let ra = crate::pkcs11::load_ra(&config, token.as_ref()).map_err(|e| vec![e.to_string()])?;
     let passphrase =
         keys::read_passphrase(&config.ca.passphrase).map_err(|e| vec![e.to_string()])?;
-    let ca = scepd_ca::SoftwareCa::load(
-        &config.ca.cert,
-        &config.ca.key,
-        passphrase.as_deref(),
-        config.ca.chain.as_deref(),
-    )
-    .map_err(|e| vec![format!("CA: {e}")])?;
+    let ca = crate::pkcs11::load_ca(&config, token.as_ref(), passphrase.as_deref())
+        .map_err(|e| vec![e])?;
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open_waiting(&config.store_path, STORE_LOCK_PATIENCE)
             .map_err(|e| vec![e.to_string()])?,
@@ -189,9 +187,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         max_queued_operations: config.limits.max_queued_operations,
         // Twice the cores: an enrollment also waits on the disk (the store's fsync), and the
         // other core should sign meanwhile. Measured in docs/performance.md.
-        crypto_threads: 2 * std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        crypto_threads: crypto_threads(),
     };
     let mut app = App::new(enroller, &config.default_template, limits)
         .map_err(|e| vec![e.to_string()])?
@@ -260,6 +256,14 @@ fn connectors_of(
     crate::connector::Connectors::new(connectors)
         .map(|c| Some(Arc::new(c)))
         .map_err(|e| vec![e])
+}
+
+/// Twice the cores: an enrollment also waits on the disk (the store's fsync), and the other
+/// core should sign meanwhile. Measured in docs/performance.md.
+fn crypto_threads() -> usize {
+    2 * std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// The RA identity of the generation in charge at `now`, with grace decryption keys: the

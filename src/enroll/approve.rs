@@ -110,9 +110,13 @@ fn ra_decryption_keys(
         ra.load()
             .decrypters
             .iter()
-            .map(|pair| DecryptionKey {
-                cert_der: pair.cert_der.clone(),
-                key: pair.key.clone(),
+            // Signed challenges are opened by the policy module with keys in memory; an RA
+            // decryption key in a PKCS#11 token needs `[signed_challenge] decrypt_key`.
+            .filter_map(|pair| {
+                Some(DecryptionKey {
+                    cert_der: pair.cert_der.clone(),
+                    key: pair.key.as_openssl()?.clone(),
+                })
             })
             .collect()
     }

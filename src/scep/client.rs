@@ -179,6 +179,9 @@ pub enum Tamper {
     /// Flip one bit of the envelope's ciphertext so that its CBC padding breaks (the
     /// messageDigest covers the tampered envelope, so the signature still verifies).
     FlipCiphertextByte,
+    /// Flip one bit in the middle of the first recipient's encryptedKey, so that the RSA
+    /// key-transport block does not unpad (a bad PKCS#1 v1.5 or OAEP block).
+    FlipEncryptedKeyByte,
     /// Send this messageType number instead of the option's.
     MessageTypeCode(u32),
     /// Send no envelope (no eContent).
@@ -234,6 +237,9 @@ pub fn build_request_with(
     )?;
     if tamper == Tamper::FlipCiphertextByte {
         sealed = flip_ciphertext_byte(&sealed)?;
+    }
+    if tamper == Tamper::FlipEncryptedKeyByte {
+        sealed = flip_encrypted_key_byte(&sealed)?;
     }
     let sender_nonce = crypto::random_bytes(SENDER_NONCE_LEN);
     let message_type = match tamper {
@@ -318,6 +324,24 @@ fn flip_ciphertext_byte(sealed: &[u8]) -> Result<Vec<u8>, ClientError> {
         content.content_enc_alg.clone(),
         ciphertext,
     )?;
+    Ok(ContentInfo {
+        content_type: info.content_type,
+        content: Any::encode_from(&enveloped)?,
+    }
+    .to_der()?)
+}
+
+fn flip_encrypted_key_byte(sealed: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let info = ContentInfo::from_der(sealed)?;
+    let mut enveloped: EnvelopedData = wire::decode_any(&info.content)?;
+    let first = enveloped
+        .recipient_infos
+        .0
+        .first_mut()
+        .ok_or(ClientError::Unexpected("envelope"))?;
+    let mut ktri: wire::KeyTransRecipientInfo = wire::decode_any(first)?;
+    flip_middle_bit(&mut ktri.enc_key);
+    *first = Any::encode_from(&ktri)?;
     Ok(ContentInfo {
         content_type: info.content_type,
         content: Any::encode_from(&enveloped)?,

@@ -9,6 +9,7 @@ use openssl::pkey::{HasPrivate, HasPublic, Id, PKeyRef};
 use openssl::rsa::Padding;
 use openssl::sign::{Signer, Verifier};
 use openssl::symm::{Cipher, Crypter, Mode};
+use scepd_ca::{HashAlg, KeyKind, KeyOpError, PrivateKeyOps, RsaDecryption};
 
 use super::oids;
 
@@ -25,6 +26,10 @@ pub enum CryptoError {
     /// Key or IV of the wrong length for the cipher.
     #[error("bad key or IV length")]
     BadLength,
+    /// A private-key operation through [`PrivateKeyOps`] failed (a PKCS#11 token that is
+    /// away, an algorithm the token cannot do).
+    #[error(transparent)]
+    Key(#[from] KeyOpError),
 }
 
 /// A message digest allowed in SignerInfo.digestAlgorithm (RFC 8894 §3.5.2: SHA-1 and SHA-2).
@@ -82,6 +87,17 @@ impl DigestAlg {
         Some(digest)
     }
 
+    /// The same hash as the key-operation layer names it.
+    pub fn hash_alg(self) -> HashAlg {
+        match self {
+            Self::Sha1 => HashAlg::Sha1,
+            Self::Sha224 => HashAlg::Sha224,
+            Self::Sha256 => HashAlg::Sha256,
+            Self::Sha384 => HashAlg::Sha384,
+            Self::Sha512 => HashAlg::Sha512,
+        }
+    }
+
     /// The openssl digest.
     pub fn message_digest(self) -> MessageDigest {
         match self {
@@ -110,17 +126,27 @@ impl DigestAlg {
 
     /// The signature algorithm OID for a key of this type with this digest.
     pub fn signature_oid<T: HasPublic>(self, key: &PKeyRef<T>) -> Result<Oid, CryptoError> {
-        let oid = match (key.id(), self) {
-            (Id::RSA, Self::Sha1) => oids::SHA1_WITH_RSA,
-            (Id::RSA, Self::Sha224) => oids::SHA224_WITH_RSA,
-            (Id::RSA, Self::Sha256) => oids::SHA256_WITH_RSA,
-            (Id::RSA, Self::Sha384) => oids::SHA384_WITH_RSA,
-            (Id::RSA, Self::Sha512) => oids::SHA512_WITH_RSA,
-            (Id::EC, Self::Sha1) => oids::ECDSA_WITH_SHA1,
-            (Id::EC, Self::Sha224) => oids::ECDSA_WITH_SHA224,
-            (Id::EC, Self::Sha256) => oids::ECDSA_WITH_SHA256,
-            (Id::EC, Self::Sha384) => oids::ECDSA_WITH_SHA384,
-            (Id::EC, Self::Sha512) => oids::ECDSA_WITH_SHA512,
+        let kind = match key.id() {
+            Id::RSA => KeyKind::Rsa,
+            Id::EC => KeyKind::Ec(None),
+            _ => KeyKind::Other,
+        };
+        self.signature_oid_for(kind)
+    }
+
+    /// The signature algorithm OID for a key of this kind with this digest.
+    pub fn signature_oid_for(self, kind: KeyKind) -> Result<Oid, CryptoError> {
+        let oid = match (kind, self) {
+            (KeyKind::Rsa, Self::Sha1) => oids::SHA1_WITH_RSA,
+            (KeyKind::Rsa, Self::Sha224) => oids::SHA224_WITH_RSA,
+            (KeyKind::Rsa, Self::Sha256) => oids::SHA256_WITH_RSA,
+            (KeyKind::Rsa, Self::Sha384) => oids::SHA384_WITH_RSA,
+            (KeyKind::Rsa, Self::Sha512) => oids::SHA512_WITH_RSA,
+            (KeyKind::Ec(_), Self::Sha1) => oids::ECDSA_WITH_SHA1,
+            (KeyKind::Ec(_), Self::Sha224) => oids::ECDSA_WITH_SHA224,
+            (KeyKind::Ec(_), Self::Sha256) => oids::ECDSA_WITH_SHA256,
+            (KeyKind::Ec(_), Self::Sha384) => oids::ECDSA_WITH_SHA384,
+            (KeyKind::Ec(_), Self::Sha512) => oids::ECDSA_WITH_SHA512,
             _ => return Err(CryptoError::UnsupportedKey),
         };
         Ok(oid)
@@ -249,20 +275,40 @@ pub enum KeyTransport {
     RsaOaep(DigestAlg),
 }
 
-/// Unwraps a content-encryption key with an RSA private key, without a padding oracle: on
-/// any failure (bad padding, wrong length) it returns random bytes of `key_len`, so that the
-/// caller fails later, at the content decryption or parse, on the same code path
-/// (the countermeasure of RFC 3218 §2.3.2).
-pub fn unwrap_key_or_random<T: HasPrivate>(
-    key: &PKeyRef<T>,
+/// Unwraps a content-encryption key with an RSA private key (in memory or in a PKCS#11
+/// token), without a padding oracle: on any failure of the decryption (bad padding, wrong
+/// length, any error a token reports for it, a token that is away) it returns random bytes
+/// of `key_len`, so that the caller fails later, at the content decryption or parse, on the
+/// same code path (the countermeasure of RFC 3218 §2.3.2).
+///
+/// The one error is [`KeyTransportUnsupported`]: the key cannot do `transport` at all (a
+/// token without RSA-OAEP with that hash), which does not depend on the ciphertext.
+pub fn unwrap_key_or_random(
+    key: &dyn PrivateKeyOps,
     transport: KeyTransport,
     wrapped: &[u8],
     key_len: usize,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, KeyTransportUnsupported> {
     let decoy = random_bytes(key_len);
-    match rsa_decrypt(key, transport, wrapped) {
-        Ok(cek) if cek.len() == key_len => cek,
-        _ => decoy,
+    match key.rsa_decrypt(transport.rsa_decryption(), wrapped) {
+        Ok(cek) if cek.len() == key_len => Ok(cek),
+        Err(KeyOpError::Unsupported(reason)) => Err(KeyTransportUnsupported(reason)),
+        _ => Ok(decoy),
+    }
+}
+
+/// The private key cannot do this key transport at all (not a decryption failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key transport not supported by the decryption key: {0}")]
+pub struct KeyTransportUnsupported(pub String);
+
+impl KeyTransport {
+    /// The padding of the RSA decryption.
+    pub fn rsa_decryption(self) -> RsaDecryption {
+        match self {
+            Self::RsaPkcs1v15 => RsaDecryption::Pkcs1v15,
+            Self::RsaOaep(digest) => RsaDecryption::Oaep(digest.hash_alg()),
+        }
     }
 }
 
@@ -438,8 +484,11 @@ mod tests {
         ] {
             let cek = random_bytes(32);
             let wrapped = rsa_encrypt(&key, transport, &cek).unwrap();
-            assert_eq!(unwrap_key_or_random(&key, transport, &wrapped, 32), cek);
-            let decoy = unwrap_key_or_random(&key, transport, &wrapped[1..], 32);
+            assert_eq!(
+                unwrap_key_or_random(&key, transport, &wrapped, 32),
+                Ok(cek.clone())
+            );
+            let decoy = unwrap_key_or_random(&key, transport, &wrapped[1..], 32).unwrap();
             assert_eq!(decoy.len(), 32);
             assert_ne!(decoy, cek);
         }

@@ -390,7 +390,7 @@ mod tests {
         )
     }
 
-    fn ra_recipient(ra: &Identity) -> (Vec<u8>, &openssl::pkey::PKeyRef<openssl::pkey::Private>) {
+    fn ra_recipient(ra: &Identity) -> (Vec<u8>, &openssl::pkey::PKey<openssl::pkey::Private>) {
         (ra.der(), &ra.key)
     }
 

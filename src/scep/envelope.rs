@@ -12,7 +12,7 @@ use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::RecipientIdentifier;
 use der::asn1::{Any, OctetString};
 use der::{Decode, Encode, Tag, Tagged};
-use openssl::pkey::{Id, PKeyRef, Private};
+use scepd_ca::{KeyKind, PrivateKeyOps};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::Certificate;
@@ -57,8 +57,9 @@ pub enum SealError {
 pub struct RecipientKey<'a> {
     /// The certificate senders encrypt to (DER).
     pub cert_der: &'a [u8],
-    /// Its private key (only RSA keys can be used for key transport).
-    pub key: &'a PKeyRef<Private>,
+    /// Its private key (only RSA keys can be used for key transport), in memory or in a
+    /// PKCS#11 token.
+    pub key: &'a dyn PrivateKeyOps,
 }
 
 /// The result of opening an envelope.
@@ -93,9 +94,14 @@ pub fn open(
     // From here on, every failure is the same `Envelope` error. Without a matching
     // recipient we still decrypt, with a random key, so the work done does not depend on
     // whether the key-transport block was ours and well-formed.
+    // A key that cannot do the transport at all (a token without RSA-OAEP-SHA256) is told
+    // apart: that depends on the algorithm the sender named, not on the ciphertext.
     let content_key = match &ours {
         Some((ktri, key)) => {
             crypto::unwrap_key_or_random(*key, transport, ktri.enc_key.as_bytes(), cipher.key_len())
+                .map_err(|_| {
+                    OpenError::BadAlg("key transport not supported by the decryption key")
+                })?
         }
         None => crypto::random_bytes(cipher.key_len()),
     };
@@ -203,10 +209,10 @@ fn key_transport(alg: &AlgorithmIdentifierOwned) -> Result<KeyTransport, OpenErr
 fn find_recipient<'k>(
     enveloped: &EnvelopedData,
     recipients: &[RecipientKey<'k>],
-) -> Option<(KeyTransRecipientInfo, &'k PKeyRef<Private>)> {
-    let ours: Vec<(Certificate, &PKeyRef<Private>)> = recipients
+) -> Option<(KeyTransRecipientInfo, &'k dyn PrivateKeyOps)> {
+    let ours: Vec<(Certificate, &dyn PrivateKeyOps)> = recipients
         .iter()
-        .filter(|r| r.key.id() == Id::RSA)
+        .filter(|r| r.key.kind() == KeyKind::Rsa)
         .filter_map(|r| Some((Certificate::from_der(r.cert_der).ok()?, r.key)))
         .collect();
     enveloped

@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use der::Decode;
-use openssl::pkey::{PKeyRef, Private};
 use x509_cert::Certificate;
 
 use super::attributes::AttributeWriter;
@@ -23,8 +22,8 @@ const SENDER_NONCE_LEN: usize = 16;
 pub struct ReplySigner<'a> {
     /// Its certificate (DER), included in `SignedData.certificates`.
     pub cert_der: &'a [u8],
-    /// Its private key (RSA or EC).
-    pub key: &'a PKeyRef<Private>,
+    /// Its private key (RSA or EC), in memory or in a PKCS#11 token.
+    pub key: &'a dyn scepd_ca::PrivateKeyOps,
 }
 
 /// What a CertRep says (RFC 8894 §3.3.2, pkiStatus).

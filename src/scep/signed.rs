@@ -11,7 +11,8 @@ use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier};
 use const_oid::ObjectIdentifier as Oid;
 use der::asn1::{Any, OctetString};
 use der::{Decode, Encode, Tag, Tagged};
-use openssl::pkey::{Id, PKey, PKeyRef, Private, Public};
+use openssl::pkey::{Id, PKey, Public};
+use scepd_ca::{KeyKind, PrivateKeyOps};
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::Certificate;
 
@@ -293,8 +294,8 @@ pub fn subject_key_identifier(cert: &Certificate) -> Option<Vec<u8>> {
 pub struct Signing<'a> {
     /// The signer certificate (DER); it goes into `certificates` and names the SignerInfo.
     pub cert_der: &'a [u8],
-    /// The signer's private key.
-    pub key: &'a PKeyRef<Private>,
+    /// The signer's private key, in memory or in a PKCS#11 token.
+    pub key: &'a dyn PrivateKeyOps,
     /// The digest for messageDigest and the signature.
     pub digest: DigestAlg,
     /// How to name the signature algorithm.
@@ -319,7 +320,10 @@ pub fn sign_message(
         .message_digest(&message_digest)?
         .signing_time(signing.signing_time)?;
     let signed_attrs = RawAttributes::from_attributes(attributes.finish())?;
-    let signature = crypto::sign(signing.key, signing.digest, &signed_attrs.signed_bytes()?)?;
+    let signature = signing
+        .key
+        .sign(signing.digest.hash_alg(), &signed_attrs.signed_bytes()?)
+        .map_err(CryptoError::from)?;
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(wire::issuer_and_serial(&cert)),
@@ -429,19 +433,20 @@ fn digest_algorithm(digest: DigestAlg) -> spki::AlgorithmIdentifierOwned {
 /// The SignerInfo signatureAlgorithm for `key`: RSA OIDs carry NULL parameters (RFC 3370
 /// §3.2, RFC 4055 §5), ECDSA ones none (RFC 5758 §3.2).
 fn signature_algorithm(
-    key: &PKeyRef<Private>,
+    key: &dyn PrivateKeyOps,
     digest: DigestAlg,
     style: SignatureStyle,
 ) -> Result<spki::AlgorithmIdentifierOwned, CryptoError> {
-    match (key.id(), style) {
-        (Id::RSA, SignatureStyle::RsaEncryption) => {
+    let kind = key.kind();
+    match (kind, style) {
+        (KeyKind::Rsa, SignatureStyle::RsaEncryption) => {
             Ok(wire::algorithm(oids::RSA_ENCRYPTION, Some(Any::null())))
         }
-        (Id::RSA, SignatureStyle::Named) => Ok(wire::algorithm(
-            digest.signature_oid(key)?,
+        (KeyKind::Rsa, SignatureStyle::Named) => Ok(wire::algorithm(
+            digest.signature_oid_for(kind)?,
             Some(Any::null()),
         )),
-        _ => Ok(wire::algorithm(digest.signature_oid(key)?, None)),
+        _ => Ok(wire::algorithm(digest.signature_oid_for(kind)?, None)),
     }
 }
 

@@ -62,6 +62,7 @@ pub fn init_dir(dir: &Path, setup: &Setup) -> PathBuf {
         tls_name: None,
         tls_listen: "127.0.0.1:0".parse().unwrap(),
         legacy_algorithms: setup.legacy,
+        pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
     };
     let created = create(&args).expect("init");
