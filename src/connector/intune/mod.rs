@@ -243,24 +243,12 @@ impl IntuneClient {
                 body: truncate(&String::from_utf8_lossy(&answer), 300),
             });
         }
-        #[derive(Deserialize)]
-        struct TokenAnswer {
-            access_token: String,
-            #[serde(default)]
-            expires_in: Option<Value>,
-        }
-        let parsed: TokenAnswer = serde_json::from_slice(&answer)
-            .map_err(|e| IntuneError::Protocol(format!("token answer: {e}")))?;
-        let lifetime = match parsed.expires_in {
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(Value::String(s)) => s.parse().unwrap_or(0),
-            _ => 3600,
-        };
+        let (token, lifetime) = parse_token(&answer)?;
         let until = started + Duration::from_secs(lifetime).saturating_sub(TOKEN_MARGIN);
         self.lock_tokens()
-            .insert(scope.to_owned(), (parsed.access_token.clone(), until));
+            .insert(scope.to_owned(), (token.clone(), until));
         tracing::debug!(scope, lifetime, "Intune connector: new access token");
-        Ok(parsed.access_token)
+        Ok(token)
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
@@ -325,26 +313,7 @@ impl IntuneClient {
                 body: truncate(&String::from_utf8_lossy(&body), 300),
             });
         }
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| IntuneError::Protocol(format!("discovery: {e}")))?;
-        let mut map = HashMap::new();
-        for entry in value
-            .get("value")
-            .and_then(Value::as_array)
-            .ok_or_else(|| IntuneError::Protocol("discovery: no value array".into()))?
-        {
-            let name = entry
-                .get("providerName")
-                .or_else(|| entry.get("serviceName"))
-                .and_then(Value::as_str);
-            let uri = entry.get("uri").and_then(Value::as_str);
-            if let (Some(name), Some(uri)) = (name, uri) {
-                map.insert(
-                    name.to_ascii_lowercase(),
-                    uri.trim_end_matches('/').to_owned(),
-                );
-            }
-        }
+        let map = parse_services(&body)?;
         tracing::info!(services = map.len(), "Intune connector: service discovery");
         Ok(map)
     }
@@ -422,13 +391,7 @@ impl IntuneClient {
             SCEP_API_VERSION,
             body,
         )?;
-        match answer.get("code").and_then(Value::as_str) {
-            Some("Success") => Ok(()),
-            Some(code) => Err(IntuneError::Refused {
-                code: truncate(code, 100),
-            }),
-            None => Err(IntuneError::Protocol(format!("{action}: no code"))),
-        }
+        action_result(&answer, action)
     }
 
     /// validateRequest: `Ok` only for code `Success`.
@@ -502,11 +465,7 @@ impl IntuneClient {
             PKI_API_VERSION,
             &body,
         )?;
-        let value = answer
-            .get("value")
-            .cloned()
-            .ok_or_else(|| IntuneError::Protocol("download: no value".into()))?;
-        serde_json::from_value(value).map_err(|e| IntuneError::Protocol(format!("download: {e}")))
+        parse_download(&answer)
     }
 
     /// uploadRevocationResults; `Ok` when Intune answers `{"value": true}`.
@@ -525,6 +484,87 @@ impl IntuneClient {
                 "upload answered {other:?}, not true"
             ))),
         }
+    }
+}
+
+/// The token endpoint's answer: the access token and its lifetime in seconds.
+fn parse_token(answer: &[u8]) -> Result<(String, u64), IntuneError> {
+    #[derive(Deserialize)]
+    struct TokenAnswer {
+        access_token: String,
+        #[serde(default)]
+        expires_in: Option<Value>,
+    }
+    let parsed: TokenAnswer = serde_json::from_slice(answer)
+        .map_err(|e| IntuneError::Protocol(format!("token answer: {e}")))?;
+    let lifetime = match parsed.expires_in {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 3600,
+    };
+    Ok((parsed.access_token, lifetime))
+}
+
+/// Graph's endpoints answer: lowercase providerName (or AAD Graph's serviceName) -> uri.
+fn parse_services(body: &[u8]) -> Result<HashMap<String, String>, IntuneError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| IntuneError::Protocol(format!("discovery: {e}")))?;
+    let mut map = HashMap::new();
+    for entry in value
+        .get("value")
+        .and_then(Value::as_array)
+        .ok_or_else(|| IntuneError::Protocol("discovery: no value array".into()))?
+    {
+        let name = entry
+            .get("providerName")
+            .or_else(|| entry.get("serviceName"))
+            .and_then(Value::as_str);
+        let uri = entry.get("uri").and_then(Value::as_str);
+        if let (Some(name), Some(uri)) = (name, uri) {
+            map.insert(
+                name.to_ascii_lowercase(),
+                uri.trim_end_matches('/').to_owned(),
+            );
+        }
+    }
+    Ok(map)
+}
+
+/// A ScepActions result: `Ok` only for code `Success`; the code is an open set.
+fn action_result(answer: &Value, action: &str) -> Result<(), IntuneError> {
+    match answer.get("code").and_then(Value::as_str) {
+        Some("Success") => Ok(()),
+        Some(code) => Err(IntuneError::Refused {
+            code: truncate(code, 100),
+        }),
+        None => Err(IntuneError::Protocol(format!("{action}: no code"))),
+    }
+}
+
+/// downloadRevocationRequests' answer.
+fn parse_download(answer: &Value) -> Result<Vec<RevocationRequest>, IntuneError> {
+    let value = answer
+        .get("value")
+        .cloned()
+        .ok_or_else(|| IntuneError::Protocol("download: no value".into()))?;
+    serde_json::from_value(value).map_err(|e| IntuneError::Protocol(format!("download: {e}")))
+}
+
+/// Entry point for the cargo-fuzz target `connector_answers` (design rule 5). Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads `bytes` as each answer the Intune client parses (token, discovery, ScepActions
+    /// result, revocation download), as an inbound webhook revocation body and as a serial
+    /// from Intune; must never panic.
+    pub fn answers(bytes: &[u8]) {
+        let _ = super::parse_token(bytes);
+        let _ = super::parse_services(bytes);
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            let _ = super::action_result(&value, "fuzz");
+            let _ = super::parse_download(&value);
+        }
+        let _ = serde_json::from_slice::<crate::connector::admin::WebhookRevokeBody>(bytes);
+        super::revocation::fuzzing::serial(&String::from_utf8_lossy(bytes));
     }
 }
 
@@ -569,6 +609,43 @@ mod tests {
         assert!(cut.len() <= MAX_DESCRIPTION);
         assert_eq!(cut.len() % 2, 0);
         assert_eq!(truncate("short", MAX_DESCRIPTION), "short");
+    }
+
+    #[test]
+    fn answers_are_read_as_microsoft_sends_them_and_garbage_never_panics() {
+        let (token, lifetime) =
+            parse_token(br#"{"token_type":"Bearer","expires_in":"3599","access_token":"t"}"#)
+                .unwrap_or_default();
+        assert_eq!((token.as_str(), lifetime), ("t", 3599));
+        let services = parse_services(
+            br#"{"value":[{"providerName":"PkiConnectorFEService","uri":"https://x/y/"},{"serviceName":"ScepRequestValidationFEService","uri":"https://z"}]}"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            services.get("pkiconnectorfeservice").map(String::as_str),
+            Some("https://x/y")
+        );
+        assert!(services.contains_key(&"ScepRequestValidationFEService".to_ascii_lowercase()));
+        let refused = action_result(&json!({"code": "BadDeviceTypeInChallenge"}), "v");
+        assert!(
+            matches!(refused, Err(IntuneError::Refused { code }) if code == "BadDeviceTypeInChallenge")
+        );
+        // Bounded mutations of the seeds: truncations and single-byte changes.
+        let seeds: [&[u8]; 3] = [
+            br#"{"token_type":"Bearer","expires_in":3599,"access_token":"t"}"#,
+            br#"{"value":[{"requestContext":"c","serialNumber":"0A","issuerName":null}]}"#,
+            br#"{"serial":"3F2A","reason":"keyCompromise"}"#,
+        ];
+        for seed in seeds {
+            for at in 0..seed.len() {
+                fuzzing::answers(seed.get(..at).unwrap_or_default());
+                let mut mutated = seed.to_vec();
+                if let Some(b) = mutated.get_mut(at) {
+                    *b ^= 0x5a;
+                }
+                fuzzing::answers(&mutated);
+            }
+        }
     }
 
     #[test]

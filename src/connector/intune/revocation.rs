@@ -181,6 +181,15 @@ pub fn run_once(
     Ok(run)
 }
 
+/// Fuzzing entry point (see `intune::fuzzing`). Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The serial candidates of any text; must never panic.
+    pub fn serial(text: &str) {
+        let _ = super::serial_candidates(text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
