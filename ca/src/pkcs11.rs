@@ -272,7 +272,7 @@ impl Token {
         }
         match self.connect() {
             Ok(connected) => {
-                if last_failure.is_some() {
+                if connected.generation > 0 {
                     tracing::info!(token = %self.config.label, "PKCS#11 token back in service");
                 }
                 *last_failure = None;
