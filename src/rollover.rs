@@ -388,7 +388,7 @@ impl CaBackend for RollingCa {
         serial: &[u8],
         reason: RevocationReason,
         at: SystemTime,
-    ) -> Result<(), CaError> {
+    ) -> Result<scepd_ca::RevokeAtCa, CaError> {
         self.active().revoke(serial, reason, at)
     }
 

@@ -83,13 +83,18 @@ pub trait CaBackend: Send + Sync {
     /// Tells the CA that a certificate was revoked. The software CA keeps no state of its
     /// own (revocations live in the RA's store and reach the CRL through [`CaBackend::crl`]),
     /// so the default does nothing; a backend fronting an external CA forwards the call.
+    ///
+    /// Returns what became of the revocation at the CA: [`RevokeAtCa::Recorded`] when the
+    /// CA's own CRL and OCSP will list it, [`RevokeAtCa::NotForwarded`] with a notice for the
+    /// operator when the certificate's issuer is a CA scepd cannot revoke at (an upstream
+    /// SCEP CA: SCEP has no revocation operation).
     fn revoke(
         &self,
         _serial: &[u8],
         _reason: RevocationReason,
         _at: SystemTime,
-    ) -> Result<(), CaError> {
-        Ok(())
+    ) -> Result<RevokeAtCa, CaError> {
+        Ok(RevokeAtCa::Recorded)
     }
 
     /// The CA chain, DER-encoded: the issuing CA certificate first, then its issuers.
@@ -123,6 +128,23 @@ pub trait CaBackend: Send + Sync {
             "this CA backend does not sign OCSP responses".into(),
         ))
     }
+}
+
+/// What a CA backend did with a revocation ([`CaBackend::revoke`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeAtCa {
+    /// The revocation is in effect at this CA: its CRL and OCSP answers list it.
+    Recorded,
+    /// The certificate's issuer is a CA scepd cannot revoke at; the revocation is recorded
+    /// in scepd only, and the notice tells the operator to revoke at that CA too.
+    NotForwarded(String),
+}
+
+/// Checks a CSR against a profile exactly as the software CA does before it issues (decode,
+/// self-signature, key, subject, extensions, SANs), without issuing: for a backend that
+/// forwards the CSR to another CA, so that templates stay a policy check.
+pub fn check_request(csr_der: &[u8], profile: &Profile) -> Result<(), CaError> {
+    csr::check_csr(csr_der, profile).map(drop)
 }
 
 /// A signature made with the CA key: the AlgorithmIdentifier to put beside it and the value
