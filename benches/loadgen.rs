@@ -217,6 +217,7 @@ async fn smoke() -> Result<(), BoxError> {
         legacy_algorithms: false,
         pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse()?,
+        ca_source: Default::default(),
     })?;
     let loaded = scepd::cli::serve::load(&created.config).map_err(|e| e.join("; "))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

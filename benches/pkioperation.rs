@@ -31,6 +31,7 @@ fn pkioperation(c: &mut Criterion) {
         legacy_algorithms: false,
         pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        ca_source: Default::default(),
     };
     let created = create(&args).expect("init");
     let loaded = scepd::cli::serve::load(&created.config).expect("load");

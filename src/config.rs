@@ -310,13 +310,18 @@ impl Default for RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCa {
-    /// CA certificate, PEM.
+    /// CA certificate, PEM (with `backend = "upstream"`: the upstream CA's certificate).
     pub cert: PathBuf,
-    /// CA private key, PEM (optionally encrypted); absent with `key_label`.
+    /// CA private key, PEM (optionally encrypted); none with `backend = "upstream"`.
     #[serde(default)]
     pub key: PathBuf,
     /// The CA key's label in the `[pkcs11]` token, instead of `key`.
     pub key_label: Option<String>,
+    /// `software` (default: scepd signs with `key`) or `upstream` (an upstream SCEP CA issues,
+    /// see `[ca.upstream]` and src/upstream/).
+    pub backend: Option<String>,
+    /// `[ca.upstream]`: the upstream SCEP CA, with `backend = "upstream"`.
+    pub upstream: Option<crate::upstream::RawUpstream>,
     /// Certificates above the CA (PEM, issuer first), served with it.
     pub chain: Option<PathBuf>,
     /// Environment variable holding the key's passphrase.
@@ -499,6 +504,8 @@ pub struct Config {
     pub legacy_algorithms: bool,
     /// CA key material locations.
     pub ca: CaConfig,
+    /// `[ca.upstream]` when `[ca] backend = "upstream"`: an upstream SCEP CA issues.
+    pub upstream: Option<crate::upstream::UpstreamConfig>,
     /// RA key material locations.
     pub ra: Option<RaConfig>,
     /// Store directory.
@@ -820,7 +827,11 @@ impl Config {
         let limits = validate_limits(&raw.server, &mut errors);
         let mut ca = CaConfig {
             cert: resolve(&raw.ca.cert),
-            key: resolve(&raw.ca.key),
+            key: if raw.ca.key.as_os_str().is_empty() {
+                PathBuf::new()
+            } else {
+                resolve(&raw.ca.key)
+            },
             chain: raw.ca.chain.as_deref().map(&resolve),
             passphrase: match (&raw.ca.key_passphrase_env, &raw.ca.key_passphrase_file) {
                 (Some(_), Some(_)) => {
@@ -840,6 +851,7 @@ impl Config {
             encrypt_key: resolve(&r.encrypt_key),
             renew_before: std::time::Duration::from_secs(u64::from(r.renew_before_days) * 86_400),
         });
+        let upstream = validate_backend(&raw.ca, ra.as_ref(), &resolve, &mut errors);
         let pkcs11 = crate::pkcs11::validate(&raw, &mut ca.key, ra.as_mut(), &resolve, &mut errors);
         check_files_exist(&ca, ra.as_ref(), tls.as_ref(), &mut errors);
         let public_url = validate_public_url(raw.server.public_url.as_deref(), &mut errors);
@@ -906,6 +918,7 @@ impl Config {
             limits,
             legacy_algorithms: raw.server.legacy_algorithms,
             ca,
+            upstream,
             ra,
             store_path: resolve(&raw.store.path),
             templates,
@@ -1224,13 +1237,67 @@ fn validate_limits(server: &RawServer, errors: &mut Vec<String>) -> Limits {
     }
 }
 
+/// `[ca] backend`: `software` (default) needs `key`; `upstream` needs `[ca.upstream]` and
+/// `[ra]` (the upstream's key never reaches scepd, so scepd needs RA certificates of its own).
+fn validate_backend(
+    raw: &RawCa,
+    ra: Option<&RaConfig>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<String>,
+) -> Option<crate::upstream::UpstreamConfig> {
+    match raw.backend.as_deref().unwrap_or("software") {
+        "software" => {
+            if raw.upstream.is_some() {
+                errors.push("ca.upstream: only with [ca] backend = \"upstream\"".into());
+            }
+            if raw.key.as_os_str().is_empty() && raw.key_label.is_none() {
+                errors.push("ca.key: missing (the software CA needs its key)".into());
+            }
+            None
+        }
+        "upstream" => {
+            if !raw.key.as_os_str().is_empty() || raw.key_label.is_some() {
+                errors.push("ca.key: not with backend = \"upstream\" (the upstream keeps its key)".into());
+            }
+            if ra.is_none() {
+                errors.push("ca: backend = \"upstream\" needs [ra] certificates (scepd init --upstream enrolls them)".into());
+            }
+            match &raw.upstream {
+                Some(upstream) => crate::upstream::UpstreamConfig::validate(upstream, resolve, errors),
+                None => {
+                    errors.push("ca: backend = \"upstream\" needs [ca.upstream]".into());
+                    None
+                }
+            }
+        }
+        other => {
+            errors.push(format!("ca.backend: {other:?} is not one of software, upstream"));
+            None
+        }
+    }
+}
+
 fn check_files_exist(
     ca: &CaConfig,
     ra: Option<&RaConfig>,
     tls: Option<&TlsConfig>,
     errors: &mut Vec<String>,
 ) {
-    let mut files = vec![("ca.cert", &ca.cert), ("ca.key", &ca.key)];
+    // An empty key path: `backend = "upstream"`, or a key in the [pkcs11] token.
+    let has_key = !ca.key.as_os_str().is_empty();
+    if has_key && !ca.cert.is_file() && ca.key.is_file() {
+        // `scepd init --ca-csr-out`: the key is here, the certificate not yet.
+        errors.push(format!(
+            "ca.cert: {} does not exist: the CA certificate is not installed yet. Have your root CA sign the CSR `scepd init --ca-csr-out` wrote, then run `scepd ca install-cert --config <scepd.toml> --cert <issued.pem> --chain <root.pem>`",
+            ca.cert.display()
+        ));
+        // The RA certificates come with the CA certificate: nothing else to report.
+        return;
+    }
+    let mut files = vec![("ca.cert", &ca.cert)];
+    if has_key {
+        files.push(("ca.key", &ca.key));
+    }
     if let Some(chain) = &ca.chain {
         files.push(("ca.chain", chain));
     }

@@ -20,6 +20,7 @@ pub mod multi_ca;
 pub mod rollover;
 pub mod scep;
 pub mod store;
+pub mod upstream;
 pub mod verifiers;
 
 pub use app::App;

@@ -122,6 +122,7 @@ fn init(dir: &Path, legacy: bool, listen: &str) -> PathBuf {
         legacy_algorithms: legacy,
         pkcs11: Default::default(),
         admin_listen: common::free_loopback_addr(),
+        ca_source: Default::default(),
     })
     .expect("init");
     assert!(

@@ -35,6 +35,9 @@ pub enum CaCommand {
     Rollover(RolloverArgs),
     /// List the CA generations: name, switch time, notAfter, and which one is in charge.
     Status(super::ConfigArg),
+    /// Install the CA certificate a root signed for the CSR of `scepd init --ca-csr-out`,
+    /// with its chain; issues the RA certificates from it.
+    InstallCert(super::ca_source::InstallCertArgs),
 }
 
 /// `scepd ca rollover`
@@ -57,6 +60,16 @@ pub fn run(args: &CaArgs) -> u8 {
         CaCommand::Rollover(args) => match rollover(args) {
             Ok(path) => {
                 println!("next CA prepared: {}", path.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        CaCommand::InstallCert(args) => match super::ca_source::install_cert(args) {
+            Ok(summary) => {
+                print!("{summary}");
                 0
             }
             Err(e) => {
@@ -173,6 +186,9 @@ fn predecessor(
 
 fn rollover(args: &RolloverArgs) -> Result<PathBuf, String> {
     let config = Config::load(&args.config).map_err(|e| e.0.join("; "))?;
+    if config.upstream.is_some() {
+        return Err("[ca] is an upstream CA: it rolls over at the upstream, not here".into());
+    }
     let dir = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let record = rollover::record_path(&args.config);
     let existing = rollover::read_raw(&args.config).map_err(|e| e.to_string())?;

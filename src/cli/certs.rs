@@ -67,7 +67,7 @@ pub fn run(args: &CertsArgs) -> u8 {
             let by = by
                 .clone()
                 .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
-            revoke(&access, serial, reason, &by)
+            revoke(&access, serial, reason, &by, &config_arg.config)
         }
     };
     match result {
@@ -129,12 +129,24 @@ fn show(access: &Access, serial: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), String> {
+fn revoke(
+    access: &Access,
+    serial: &str,
+    reason: &str,
+    by: &str,
+    config: &std::path::Path,
+) -> Result<(), String> {
     let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
     let answer: RevokeAnswer = match access {
         Access::Direct(store) => {
             match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
-                RevokeResult::Done(answer) => *answer,
+                RevokeResult::Done(mut answer) => {
+                    // No server runs: the CA port is not loaded, so ask the config.
+                    if answer.outcome == "revoked" && crate::upstream::is_upstream_config(config) {
+                        answer.notice = Some(crate::upstream::REVOKE_NOTICE.into());
+                    }
+                    *answer
+                }
                 RevokeResult::NotFound => return Err("no certificate with this serial".into()),
                 RevokeResult::BadReason(r) => {
                     return Err(format!(
@@ -171,6 +183,9 @@ fn revoke(access: &Access, serial: &str, reason: &str, by: &str) -> Result<(), S
             cert.serial,
             cert.revocation_reason.as_deref().unwrap_or(reason)
         ),
+    }
+    if let Some(notice) = &answer.notice {
+        println!("NOTE: {notice}");
     }
     Ok(())
 }

@@ -51,6 +51,10 @@ pub struct InitArgs {
     /// `--pkcs11-pin-file`) instead of writing key files.
     #[command(flatten)]
     pub pkcs11: crate::pkcs11::InitOptions,
+    /// Where the CA comes from: a CSR for an existing root, an import, or an upstream SCEP
+    /// CA (default: a new self-signed CA).
+    #[command(flatten)]
+    pub ca_source: super::ca_source::CaSourceArgs,
 }
 
 /// The verifier of the default template (`--challenge-mode`).
@@ -89,6 +93,7 @@ pub fn run(args: &InitArgs) -> u8 {
                 );
             }
             print_ca_fingerprints(&args.dir.join("ca.pem"));
+            super::ca_source::print_summary(args);
             match args.challenge_mode {
                 ChallengeMode::Static => println!(
                     "challenge:   in {}",
@@ -148,37 +153,22 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         .parse()
         .map_err(|e: scepd_ca::CaError| e.to_string())?;
     let token = args.pkcs11.open()?;
-    let ca_key = crate::pkcs11::generate_key(token.as_ref(), crate::pkcs11::KeyRole::Ca, spec)?;
-    let ca_der =
-        certgen::self_signed_ca(&ca_key, &args.ca_subject, 3650).map_err(|e| e.to_string())?;
-    let ca = SoftwareCa::from_parts(ca_der.clone(), ca_key.clone(), Vec::new())
-        .map_err(|e| e.to_string())?;
-    write_pair(dir, "ca", &ca_der, &ca_key)?;
-    // RA certificates are always RSA: SCEP key transport needs an RSA recipient, and an
-    // ECDSA CA cannot decrypt requests itself.
-    for (name, purpose, cn) in [
-        ("ra-sign", RaPurpose::Signing, "scepd RA signing"),
-        ("ra-encrypt", RaPurpose::Encryption, "scepd RA encryption"),
-    ] {
-        let role = crate::pkcs11::KeyRole::Ra(purpose);
-        let key = crate::pkcs11::generate_key(token.as_ref(), role, KeySpec::Rsa2048)?;
-        let der = certgen::issue_ra_certificate(
-            &ca,
-            &*key.public_key().map_err(|e| e.to_string())?,
-            &format!("CN={cn}"),
-            purpose,
-            crate::ra_renewal::RA_VALIDITY_DAYS,
-        )
-        .map_err(|e| e.to_string())?;
-        write_pair(dir, name, &der, &key)?;
-    }
-    if let Some(host) = &args.tls_name {
-        let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
-        let der = certgen::issue_tls_server_certificate(&ca, &key, host, 397)
-            .map_err(|e| e.to_string())?;
-        write_pair(dir, "tls", &der, &key)?;
-        // Serve the chain: leaf first, then the CA.
-        append_pem(&dir.join("tls.pem"), &ca_der)?;
+    let ca = match super::ca_source::prepare(args, dir)? {
+        super::ca_source::Prepared::Generate => {
+            let role = crate::pkcs11::KeyRole::Ca;
+            let ca_key = crate::pkcs11::generate_key(token.as_ref(), role, spec)?;
+            let ca_der = certgen::self_signed_ca(&ca_key, &args.ca_subject, 3650)
+                .map_err(|e| e.to_string())?;
+            let ca = SoftwareCa::from_parts(ca_der.clone(), ca_key.clone(), Vec::new())
+                .map_err(|e| e.to_string())?;
+            write_pair(dir, "ca", &ca_der, &ca_key)?;
+            Some(ca)
+        }
+        super::ca_source::Prepared::Imported(ca) => Some(ca),
+        super::ca_source::Prepared::Done => None,
+    };
+    if let Some(ca) = &ca {
+        issue_ra_and_tls(args, dir, ca, token.as_ref())?;
     }
     let challenge = match args.challenge_mode {
         ChallengeMode::Static => {
@@ -206,6 +196,7 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
     if let Some(token) = &token {
         token.adjust_config(&mut config);
     }
+    super::ca_source::adjust_config(args, dir, &mut config);
     if args.challenge_mode == ChallengeMode::Signed {
         config.push_str(SIGNED_CHALLENGE_TRUST);
     }
@@ -215,6 +206,43 @@ pub fn create(args: &InitArgs) -> Result<Created, String> {
         config: config_path,
         challenge,
     })
+}
+
+/// The RA signing and encryption certificates (and, with --tls-name, the TLS certificate)
+/// issued by the software CA.
+fn issue_ra_and_tls(
+    args: &InitArgs,
+    dir: &Path,
+    ca: &SoftwareCa,
+    token: Option<&crate::pkcs11::InitToken>,
+) -> Result<(), String> {
+    // RA certificates are always RSA: SCEP key transport needs an RSA recipient, and an
+    // ECDSA CA cannot decrypt requests itself.
+    for (name, purpose, cn) in [
+        ("ra-sign", RaPurpose::Signing, "scepd RA signing"),
+        ("ra-encrypt", RaPurpose::Encryption, "scepd RA encryption"),
+    ] {
+        let role = crate::pkcs11::KeyRole::Ra(purpose);
+        let key = crate::pkcs11::generate_key(token, role, KeySpec::Rsa2048)?;
+        let der = certgen::issue_ra_certificate(
+            ca,
+            &*key.public_key().map_err(|e| e.to_string())?,
+            &format!("CN={cn}"),
+            purpose,
+            crate::ra_renewal::RA_VALIDITY_DAYS,
+        )
+        .map_err(|e| e.to_string())?;
+        write_pair(dir, name, &der, &key)?;
+    }
+    if let Some(host) = &args.tls_name {
+        let key = certgen::generate_key(KeySpec::Rsa2048).map_err(|e| e.to_string())?;
+        let der = certgen::issue_tls_server_certificate(ca, &key, host, 397)
+            .map_err(|e| e.to_string())?;
+        write_pair(dir, "tls", &der, &key)?;
+        // Serve the chain: leaf first, then the CA.
+        append_pem(&dir.join("tls.pem"), ca.certificate_der())?;
+    }
+    Ok(())
 }
 
 /// A P-256 key and a self-signed certificate for it, for minting challenges during

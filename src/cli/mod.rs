@@ -3,6 +3,7 @@
 
 mod admin_client;
 pub mod ca;
+pub mod ca_source;
 pub mod certs;
 pub mod challenge;
 pub mod init;
@@ -31,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new setup: CA, RA certificates, templates, store and scepd.toml.
-    Init(init::InitArgs),
+    Init(Box<init::InitArgs>),
     /// Run the SCEP server (and the admin API).
     Serve(serve::ServeArgs),
     /// Validate scepd.toml and every template; print every problem; exit 64 on any.

@@ -60,6 +60,9 @@ pub fn run(args: &ServeArgs) -> u8 {
             return 1;
         }
     };
+    if crate::upstream::is_upstream_config(&config_path) {
+        return crate::upstream::serve::run(&config_path);
+    }
     let loaded = match load(&config_path) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -111,6 +114,7 @@ fn config_path_or_dev_instance(args: &ServeArgs) -> Result<PathBuf, String> {
             legacy_algorithms: true,
             pkcs11: Default::default(),
             admin_listen: "127.0.0.1:8081".parse().map_err(|e| format!("{e}"))?,
+            ca_source: Default::default(),
         };
         super::init::create(&init)?;
     }

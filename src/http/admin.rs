@@ -106,6 +106,10 @@ pub struct RevokeAnswer {
     pub outcome: String,
     /// The certificate after the call.
     pub certificate: CertView,
+    /// What the operator must still do, when the CA that issued the certificate could not be
+    /// told (an upstream SCEP CA: revoke there too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// What a revocation did, shared by the API and the CLI's direct path.
@@ -156,6 +160,7 @@ pub fn revoke_reporting(
         Ok(Some(record)) => RevokeResult::Done(Box::new(RevokeAnswer {
             outcome: outcome.into(),
             certificate: CertView::new(&record, now),
+            notice: None,
         })),
         Ok(None) => RevokeResult::NotFound,
         Err(e) => RevokeResult::Failed(e.to_string()),
@@ -185,6 +190,8 @@ pub struct AdminApi {
     on_revoked: Option<RevocationHook>,
     /// `otp` settings by template, for `POST /v1/challenges/otp`.
     otp_templates: BTreeMap<String, OtpConfig>,
+    /// The CA port, told of every new revocation (`CaBackend::revoke`).
+    ca: Option<Arc<dyn scepd_ca::CaBackend>>,
     /// Connectors: revocation events, the outbox, the webhook's inbound revocations.
     connectors: Option<Arc<crate::connector::Connectors>>,
 }
@@ -201,6 +208,7 @@ impl AdminApi {
             token,
             on_revoked: None,
             otp_templates: BTreeMap::new(),
+            ca: None,
             connectors: None,
         }
     }
@@ -208,6 +216,13 @@ impl AdminApi {
     /// Reports revocations to connectors and serves the outbox and webhook endpoints.
     pub fn with_connectors(mut self, connectors: Arc<crate::connector::Connectors>) -> Self {
         self.connectors = Some(connectors);
+        self
+    }
+
+    /// Tells `ca` of every new revocation; a notice it returns (an upstream CA that must
+    /// revoke too) goes into the answer.
+    pub fn with_ca(mut self, ca: Arc<dyn scepd_ca::CaBackend>) -> Self {
+        self.ca = Some(ca);
         self
     }
 
@@ -361,6 +376,20 @@ impl AdminApi {
         }
     }
 
+    /// `CaBackend::revoke` for a revocation the store recorded; the operator's notice, if any.
+    fn tell_ca(&self, serial: &[u8], reason: &str, now: SystemTime) -> Option<String> {
+        let ca = self.ca.as_ref()?;
+        let reason = reason.parse::<scepd_ca::RevocationReason>().ok()?;
+        match ca.revoke(serial, reason, now) {
+            Ok(scepd_ca::RevokeAtCa::Recorded) => None,
+            Ok(scepd_ca::RevokeAtCa::NotForwarded(notice)) => {
+                tracing::warn!(serial = %hex::encode_upper(serial), "{notice}");
+                Some(notice)
+            }
+            Err(e) => Some(format!("the CA was not told of the revocation: {e}")),
+        }
+    }
+
     fn revoke(&self, serial: &str, body: &Bytes, now: SystemTime) -> Response<Bytes> {
         let Some(serial) = parse_serial(serial) else {
             return json_error(StatusCode::BAD_REQUEST, "serial must be hex");
@@ -380,8 +409,11 @@ impl AdminApi {
             &body.by,
             now,
         ) {
-            RevokeResult::Done(answer) => {
+            RevokeResult::Done(mut answer) => {
                 tracing::info!(serial = %answer.certificate.serial, reason = %body.reason, by = %body.by, outcome = %answer.outcome, "revocation");
+                if answer.outcome == "revoked" {
+                    answer.notice = self.tell_ca(&serial, &body.reason, now);
+                }
                 if answer.outcome == "revoked" {
                     if let Some(hook) = &self.on_revoked {
                         hook();

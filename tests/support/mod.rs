@@ -64,6 +64,7 @@ pub fn init_dir(dir: &Path, setup: &Setup) -> PathBuf {
         legacy_algorithms: setup.legacy,
         pkcs11: Default::default(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        ca_source: Default::default(),
     };
     let created = create(&args).expect("init");
     for (name, text) in &setup.templates {
