@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v scepclient >/dev/null || missing+=(scep)
 command -v openssl >/dev/null || missing+=(openssl)
+# micromdm's scepserver as the upstream CA of tests/upstream.rs runs behind socat in a network
+# namespace (../shared/tools/start-micromdm.sh).
+command -v socat >/dev/null || missing+=(socat)
 # SoftHSM2: the PKCS#11 token of tests/pkcs11.rs and ca/tests/pkcs11_token.rs.
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 if ((${#missing[@]})); then

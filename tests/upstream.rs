@@ -3,8 +3,8 @@
 //! private network namespace bridged to 127.0.0.1 (2.1.0 listens on every interface), and
 //! stopped on drop.
 //!
-//! One test, run in order, because micromdm fails enrollments under concurrency (a race on
-//! its serial file):
+//! The micromdm steps are one test, run in order, because micromdm fails enrollments under
+//! concurrency (a race on its serial file):
 //! 1. `scepd init --upstream` enrolls scepd's RA signing and encryption certificates at the
 //!    upstream (its replies are single-DES: the client reads them) and writes a config whose
 //!    `[ca]` is the upstream.
@@ -14,6 +14,9 @@
 //!    never reach the upstream: its depot's index does not grow, nor its PKIOperation count.
 //! 4. scepd serves no CRL and no OCSP for upstream-issued certificates (404).
 //! 5. `scepd certs revoke` records the revocation and says the upstream must revoke too.
+//!
+//! A second test has another scepd, with manual approval, as the upstream, for CertPoll while
+//! the upstream answers PENDING (micromdm never does).
 
 mod common;
 
@@ -324,4 +327,150 @@ fn scepd_in_front_of_a_micromdm_upstream_ca() {
         "the CLI says the upstream must revoke: {said}"
     );
     server.assert_running();
+}
+
+/// A `scepd serve` of its own in `dir`; killed on drop.
+fn serve(dir: &Path, listen: SocketAddr, log: &str) -> ChildGuard {
+    let mut server = ChildGuard::spawn(
+        scepd()
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("scepd.toml")),
+        &dir.join(log),
+    );
+    wait_for_http_ok(&mut server, listen, "/healthz", Duration::from_secs(20));
+    server
+}
+
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    assert!(text.contains(from), "{from:?} in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).expect("write");
+}
+
+/// CertPoll while the upstream says PENDING (micromdm never does, so another scepd, whose
+/// template waits for manual approval, is the upstream here): the device's request is held
+/// while scepd polls, and gets its certificate once the upstream's operator approves; a
+/// request nobody approves ends in FAILURE when `max_polls` runs out.
+///
+/// The device uses the upstream's own challenge: a scepd upstream checks the CSR's
+/// self-signature, so only a CSR scepd forwards byte for byte passes it (docs/design.md
+/// "Upstream CA": the challenge is replaced otherwise).
+#[test]
+fn pending_at_the_upstream_is_polled_until_approved() {
+    ensure_debian_tool("scepclient", "scep");
+    let work = tempfile::tempdir().expect("temp dir");
+    let (upstream_dir, ra_dir) = (work.path().join("upstream"), work.path().join("ra"));
+    let (upstream_listen, ra_listen) = (free_loopback_addr(), free_loopback_addr());
+    let created = run_bounded(
+        scepd()
+            .args(["init", "--dir"])
+            .arg(&upstream_dir)
+            .args(["--listen", &upstream_listen.to_string()])
+            .args(["--admin-listen", &free_loopback_addr().to_string()])
+            .args(["--static-challenge", UPSTREAM_CHALLENGE]),
+        DEADLINE,
+    );
+    assert!(created.status.success(), "{}", describe(&created));
+    let upstream = serve(&upstream_dir, upstream_listen, "upstream-1.log");
+    let challenge_file = work.path().join("upstream-challenge");
+    std::fs::write(&challenge_file, UPSTREAM_CHALLENGE).expect("write");
+    let created = run_bounded(
+        scepd()
+            .args(["init", "--dir"])
+            .arg(&ra_dir)
+            .args(["--listen", &ra_listen.to_string()])
+            .args(["--admin-listen", &free_loopback_addr().to_string()])
+            .args([
+                "--static-challenge",
+                UPSTREAM_CHALLENGE,
+                "--legacy-algorithms",
+            ])
+            .args(["--upstream", &format!("http://{upstream_listen}/scep")])
+            .arg("--upstream-challenge-file")
+            .arg(&challenge_file),
+        DEADLINE,
+    );
+    assert!(created.status.success(), "{}", describe(&created));
+    // From now on the upstream waits for its operator.
+    drop(upstream);
+    replace_in(
+        &upstream_dir.join("templates/default.toml"),
+        "include_chain = false\n",
+        "include_chain = false\nmanual_approval = true\n",
+    );
+    let _upstream = serve(&upstream_dir, upstream_listen, "upstream-2.log");
+    let ra_config = ra_dir.join("scepd.toml");
+    replace_in(
+        &ra_config,
+        "poll_interval_seconds = 5",
+        "poll_interval_seconds = 1",
+    );
+    replace_in(&ra_config, "max_polls = 10", "max_polls = 5");
+    let ra = serve(&ra_dir, ra_listen, "ra.log");
+    let url = format!("http://{ra_listen}/scep");
+
+    // Approved while scepd polls: the device gets the upstream's certificate.
+    let device_dir = work.path().join("device-1");
+    let client = {
+        let url = url.clone();
+        let device_dir = device_dir.clone();
+        std::thread::spawn(move || {
+            scepclient(&url, UPSTREAM_CHALLENGE, "device-1", 2048, &device_dir)
+        })
+    };
+    let upstream_config = upstream_dir.join("scepd.toml");
+    let mut approved = false;
+    let start = std::time::Instant::now();
+    while !approved && start.elapsed() < Duration::from_secs(20) {
+        let listed = run_bounded(
+            scepd()
+                .args(["requests", "list", "--config"])
+                .arg(&upstream_config),
+            DEADLINE,
+        );
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if let Some(txid) = listed
+            .lines()
+            .find(|l| l.contains("waiting") && l.contains("device-1"))
+            .and_then(|l| l.split_whitespace().next())
+        {
+            let decided = run_bounded(
+                scepd()
+                    .args(["requests", "approve", txid, "--config"])
+                    .arg(&upstream_config),
+                DEADLINE,
+            );
+            assert!(decided.status.success(), "{}", describe(&decided));
+            approved = true;
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(
+        approved,
+        "the upstream never held device-1's request\n{}",
+        ra.log_text()
+    );
+    let cert = client
+        .join()
+        .expect("client thread")
+        .unwrap_or_else(|| panic!("device-1 gets its certificate\n{}", ra.log_text()));
+    assert!(openssl_verify(&upstream_dir.join("ca.pem"), &cert));
+
+    // Nobody approves: FAILURE once max_polls (5 x 1 s) is spent.
+    let started = std::time::Instant::now();
+    assert!(
+        scepclient(
+            &url,
+            UPSTREAM_CHALLENGE,
+            "device-2",
+            2048,
+            &work.path().join("device-2")
+        )
+        .is_none(),
+        "an unapproved request fails"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5), "it was polled");
+    assert!(ra.log_text().contains("still PENDING"), "{}", ra.log_text());
 }
