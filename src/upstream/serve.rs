@@ -33,6 +33,8 @@ pub struct Loaded {
     pub app: Arc<App>,
     /// The admin API.
     pub admin: Arc<AdminApi>,
+    /// The connectors (`[connector.*]`), when any is configured.
+    pub connectors: Option<Arc<crate::connector::Connectors>>,
 }
 
 /// Loads an upstream-mode configuration: every problem at once.
@@ -73,6 +75,18 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
         legacy_everywhere: config.legacy_algorithms,
         max_message_bytes: config.limits.max_body_bytes,
     });
+    // Connector events are scepd's in RA mode too (issued, failed, revoked).
+    let connectors = if config.connectors.intune.is_none() && config.connectors.webhook.is_none() {
+        None
+    } else {
+        Some(Arc::new(
+            crate::connector::Connectors::new(&config.connectors).map_err(|e| vec![e])?,
+        ))
+    };
+    let enroller = match &connectors {
+        Some(connectors) => enroller.with_connectors(Arc::clone(connectors)),
+        None => enroller,
+    };
     let limits = AppLimits {
         max_queued_operations: config.limits.max_queued_operations,
         // Enrollments mostly wait on the upstream here, not on the CPU.
@@ -89,13 +103,18 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<String>> {
                 .map_err(|e| vec![e])?;
         app = app.with_ndes_admin(page);
     }
-    let admin = AdminApi::new(store, token.trim().as_bytes().to_vec())
+    let mut admin = AdminApi::new(store, token.trim().as_bytes().to_vec());
+    if let Some(connectors) = &connectors {
+        admin = admin.with_connectors(Arc::clone(connectors));
+    }
+    let admin = admin
         .with_otp_templates(otp_templates)
         .with_ca(Arc::clone(app.enroller().ca()));
     Ok(Loaded {
         config,
         app: Arc::new(app),
         admin: Arc::new(admin),
+        connectors,
     })
 }
 
@@ -130,12 +149,30 @@ pub fn run(config_path: &Path) -> u8 {
 }
 
 async fn serve(loaded: Loaded) -> Result<(), String> {
-    let Loaded { config, app, admin } = loaded;
+    let Loaded {
+        config,
+        app,
+        admin,
+        connectors,
+    } = loaded;
     if let Some(upstream) = &config.upstream {
         tracing::info!(url = %upstream.url, "CA: upstream SCEP CA (RA mode); no CRL or OCSP served");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    if let Some(connectors) = connectors {
+        let store = Arc::clone(app.enroller().store());
+        tasks.push(tokio::spawn(crate::connector::worker::run(
+            store,
+            Arc::clone(&connectors),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::connector::worker::intune_revocations(
+            Arc::clone(&app),
+            connectors,
+            stop_rx.clone(),
+        )));
+    }
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");
