@@ -14,11 +14,14 @@
 //!    never reach the upstream: its depot's index does not grow, nor its PKIOperation count.
 //! 4. scepd serves no CRL and no OCSP for upstream-issued certificates (404).
 //! 5. `scepd certs revoke` records the revocation and says the upstream must revoke too.
+//! 6. The webhook connector reports the issue, the refusals and the revocation, as with the
+//!    software CA.
 //!
 //! A second test has another scepd, with manual approval, as the upstream, for CertPoll while
 //! the upstream answers PENDING (micromdm never does).
 
 mod common;
+mod intune_standin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,6 +221,17 @@ fn scepd_in_front_of_a_micromdm_upstream_ca() {
 
     // 2. A device enrolls through scepd and gets the upstream's certificate.
     let config = dir.join("scepd.toml");
+    let receiver = intune_standin::WebhookReceiver::start();
+    std::fs::write(dir.join("webhook.key"), "webhook-key\n").expect("write");
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml.push_str(&format!(
+        "\n[connector.webhook]\nurl = \"{}\"\nsecret_file = \"webhook.key\"\n\n[outbox]\ninitial_backoff_ms = 100\nmax_backoff_ms = 400\npoll_interval_ms = 100\n",
+        receiver.server.url("/hook")
+    ));
+    std::fs::write(&config, toml).expect("config");
+    let template = dir.join("templates/default.toml");
+    let text = std::fs::read_to_string(&template).expect("template");
+    std::fs::write(&template, format!("connector = \"webhook\"\n{text}")).expect("template");
     let mut server = ChildGuard::spawn(
         scepd().arg("serve").arg("--config").arg(&config),
         &work.path().join("serve.log"),
@@ -327,6 +341,32 @@ fn scepd_in_front_of_a_micromdm_upstream_ca() {
         "the CLI says the upstream must revoke: {said}"
     );
     server.assert_running();
+
+    // 6. Connector events: scepd's, in RA mode too.
+    let kinds = || -> Vec<String> {
+        receiver
+            .seen()
+            .iter()
+            .filter_map(|r| r.json()["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let seen = kinds();
+        if seen.iter().any(|k| k == "revoked")
+            && seen.iter().filter(|k| *k == "failed").count() >= 3
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = kinds();
+    assert!(seen.iter().any(|k| k == "issued"), "{seen:?}");
+    assert!(
+        seen.iter().filter(|k| *k == "failed").count() >= 3,
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|k| k == "revoked"), "{seen:?}");
 }
 
 /// A `scepd serve` of its own in `dir`; killed on drop.
