@@ -176,12 +176,18 @@ impl Token {
     }
 
     fn context(&self, reinitialise: bool) -> Result<(Pkcs11, u64), String> {
+        // Nothing runs inside the module while it is finalised and initialised again (the
+        // gate, taken before the context lock: operations holding the gate for reading take
+        // the context lock), and sessions of the old context are forgotten, not closed, when
+        // they come back.
+        let _exclusive = if reinitialise {
+            Some(self.gate.write().map_err(|_| "poisoned lock".to_string())?)
+        } else {
+            None
+        };
         let mut guard = self.ctx.lock().map_err(|_| "poisoned lock".to_string())?;
         if reinitialise {
             if let Some(old) = guard.0.take() {
-                // Nothing runs inside the module meanwhile (the gate), and sessions of this
-                // context are forgotten, not closed, when they come back.
-                let _exclusive = self.gate.write().map_err(|_| "poisoned lock".to_string())?;
                 let _ = old.finalize();
             }
         }
