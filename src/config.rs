@@ -1257,13 +1257,17 @@ fn validate_backend(
         }
         "upstream" => {
             if !raw.key.as_os_str().is_empty() || raw.key_label.is_some() {
-                errors.push("ca.key: not with backend = \"upstream\" (the upstream keeps its key)".into());
+                errors.push(
+                    "ca.key: not with backend = \"upstream\" (the upstream keeps its key)".into(),
+                );
             }
             if ra.is_none() {
                 errors.push("ca: backend = \"upstream\" needs [ra] certificates (scepd init --upstream enrolls them)".into());
             }
             match &raw.upstream {
-                Some(upstream) => crate::upstream::UpstreamConfig::validate(upstream, resolve, errors),
+                Some(upstream) => {
+                    crate::upstream::UpstreamConfig::validate(upstream, resolve, errors)
+                }
                 None => {
                     errors.push("ca: backend = \"upstream\" needs [ca.upstream]".into());
                     None
@@ -1271,7 +1275,9 @@ fn validate_backend(
             }
         }
         other => {
-            errors.push(format!("ca.backend: {other:?} is not one of software, upstream"));
+            errors.push(format!(
+                "ca.backend: {other:?} is not one of software, upstream"
+            ));
             None
         }
     }

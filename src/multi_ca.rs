@@ -66,9 +66,11 @@ fn load(extra: &ExtraCa, now: SystemTime) -> Result<LoadedCa, String> {
         }
     };
     if decrypter.key.kind() != scepd_ca::KeyKind::Rsa {
-        return Err("SCEP key transport needs an RSA key to decrypt requests (the RA \
+        return Err(
+            "SCEP key transport needs an RSA key to decrypt requests (the RA \
                     encryption key, or the CA key without [cas.<name>.ra])"
-            .into());
+                .into(),
+        );
     }
     let mut decrypters = vec![decrypter];
     decrypters.extend(

@@ -19,7 +19,10 @@ use scepd_ca::certgen::{self, KeySpec, RaPurpose};
 use support::{init_dir, openssl_verify, options, runtime, Device, Setup, CHALLENGE};
 
 fn write_pem(path: &Path, der: &[u8]) {
-    let pem = openssl::x509::X509::from_der(der).unwrap().to_pem().unwrap();
+    let pem = openssl::x509::X509::from_der(der)
+        .unwrap()
+        .to_pem()
+        .unwrap();
     std::fs::write(path, pem).unwrap();
 }
 
@@ -40,14 +43,9 @@ fn add_second_ca(dir: &Path, config: &Path) {
         ("ra2-encrypt", RaPurpose::Encryption),
     ] {
         let ra_key = certgen::generate_key(KeySpec::Rsa2048).unwrap();
-        let der = certgen::issue_ra_certificate(
-            &ca,
-            &ra_key,
-            &format!("CN=second {name}"),
-            purpose,
-            365,
-        )
-        .unwrap();
+        let der =
+            certgen::issue_ra_certificate(&ca, &ra_key, &format!("CN=second {name}"), purpose, 365)
+                .unwrap();
         write_pem(&dir.join(format!("{name}.pem")), &der);
         write_key(&dir.join(format!("{name}.key")), &ra_key);
     }
@@ -115,7 +113,10 @@ fn crl_serials(loaded: &Loaded, path: &str, ca: &[u8]) -> Vec<Vec<u8>> {
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     let crl = openssl::x509::X509Crl::from_der(response.body()).unwrap();
     let ca = openssl::x509::X509::from_der(ca).unwrap();
-    assert!(crl.verify(&ca.public_key().unwrap()).unwrap(), "{path} signed by its CA");
+    assert!(
+        crl.verify(&ca.public_key().unwrap()).unwrap(),
+        "{path} signed by its CA"
+    );
     crl.get_revoked()
         .map(|revoked| {
             revoked
@@ -130,7 +131,10 @@ fn ocsp_status(loaded: &Loaded, cert: &[u8], issuer: &[u8]) -> OcspCertStatus {
     use openssl::hash::MessageDigest;
     use openssl::ocsp::{OcspCertId, OcspFlag, OcspRequest, OcspResponse};
     use openssl::x509::X509;
-    let (cert, issuer) = (X509::from_der(cert).unwrap(), X509::from_der(issuer).unwrap());
+    let (cert, issuer) = (
+        X509::from_der(cert).unwrap(),
+        X509::from_der(issuer).unwrap(),
+    );
     let id = || OcspCertId::from_cert(MessageDigest::sha1(), &cert, &issuer).unwrap();
     let mut request = OcspRequest::new().unwrap();
     request.add_id(id()).unwrap();
@@ -141,7 +145,9 @@ fn ocsp_status(loaded: &Loaded, cert: &[u8], issuer: &[u8]) -> OcspCertStatus {
     let basic = OcspResponse::from_der(&body).unwrap().basic().unwrap();
     let mut certs = openssl::stack::Stack::new().unwrap();
     certs.push(issuer.clone()).unwrap();
-    let store = openssl::x509::store::X509StoreBuilder::new().unwrap().build();
+    let store = openssl::x509::store::X509StoreBuilder::new()
+        .unwrap()
+        .build();
     basic
         .verify(&certs, &store, OcspFlag::TRUST_OTHER)
         .expect("signed by the certificate's own CA");
@@ -176,7 +182,12 @@ fn two_cas_issue_from_their_own_keys_on_their_own_paths_with_their_own_crls() {
     assert!(String::from_utf8_lossy(caps.body()).contains("POSTPKIOperation"));
 
     let first = enroll(&loaded, "/scep", &first_certs, "first-ca-device");
-    let second = enroll(&loaded, "/scep/second-wifi", &second_certs, "second-ca-device");
+    let second = enroll(
+        &loaded,
+        "/scep/second-wifi",
+        &second_certs,
+        "second-ca-device",
+    );
     assert_eq!(first.status, PkiStatus::Success, "{first:?}");
     assert_eq!(second.status, PkiStatus::Success, "{second:?}");
     let (first_cert, second_cert) = (&first.certs[0], &second.certs[0]);
@@ -203,8 +214,14 @@ fn two_cas_issue_from_their_own_keys_on_their_own_paths_with_their_own_crls() {
     assert_eq!(wrong.fail_info, Some(FailInfo::BadMessageCheck));
 
     // Each CA has its own CRL and answers OCSP for its own certificates.
-    assert_eq!(ocsp_status(&loaded, second_cert, &second_ca), OcspCertStatus::GOOD);
-    assert_eq!(ocsp_status(&loaded, first_cert, &first_ca), OcspCertStatus::GOOD);
+    assert_eq!(
+        ocsp_status(&loaded, second_cert, &second_ca),
+        OcspCertStatus::GOOD
+    );
+    assert_eq!(
+        ocsp_status(&loaded, first_cert, &first_ca),
+        OcspCertStatus::GOOD
+    );
     let now = std::time::SystemTime::now();
     let store = loaded.app.enroller().store();
     store
@@ -217,8 +234,14 @@ fn two_cas_issue_from_their_own_keys_on_their_own_paths_with_their_own_crls() {
         .unwrap()
         .regenerate_all(now)
         .unwrap();
-    assert_eq!(ocsp_status(&loaded, second_cert, &second_ca), OcspCertStatus::REVOKED);
-    assert_eq!(ocsp_status(&loaded, first_cert, &first_ca), OcspCertStatus::GOOD);
+    assert_eq!(
+        ocsp_status(&loaded, second_cert, &second_ca),
+        OcspCertStatus::REVOKED
+    );
+    assert_eq!(
+        ocsp_status(&loaded, first_cert, &first_ca),
+        OcspCertStatus::GOOD
+    );
     assert_eq!(
         crl_serials(&loaded, "/crl/second.crl", &second_ca),
         [serial(second_cert)]
@@ -251,7 +274,12 @@ fn a_template_naming_an_unknown_ca_or_routing_across_cas_is_a_configuration_erro
             .arg(&config),
         std::time::Duration::from_secs(60),
     );
-    assert_eq!(check.status.code(), Some(64), "{}", common::describe(&check));
+    assert_eq!(
+        check.status.code(),
+        Some(64),
+        "{}",
+        common::describe(&check)
+    );
     let errors = String::from_utf8_lossy(&check.stderr).into_owned()
         + &String::from_utf8_lossy(&check.stdout);
     assert!(errors.contains("names no [cas.third]"), "{errors}");

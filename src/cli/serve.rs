@@ -48,7 +48,11 @@ pub struct Loaded {
     /// Intune's revocation loop run while serving.
     pub connectors: Option<Arc<crate::connector::Connectors>>,
     /// The CAs of `[cas.<name>]`, for their RA renewal: name, CA, RA files.
-    pub extra_cas: Vec<(String, Arc<scepd_ca::SoftwareCa>, Option<crate::config::RaConfig>)>,
+    pub extra_cas: Vec<(
+        String,
+        Arc<scepd_ca::SoftwareCa>,
+        Option<crate::config::RaConfig>,
+    )>,
 }
 
 /// Runs `scepd serve`.
@@ -491,7 +495,11 @@ async fn switch_at(
 struct RaRenewal {
     app: Arc<App>,
     generations: Arc<rollover::Generations>,
-    extra_cas: Vec<(String, Arc<scepd_ca::SoftwareCa>, Option<crate::config::RaConfig>)>,
+    extra_cas: Vec<(
+        String,
+        Arc<scepd_ca::SoftwareCa>,
+        Option<crate::config::RaConfig>,
+    )>,
 }
 
 impl RaRenewal {

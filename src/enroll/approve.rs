@@ -9,13 +9,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use der::{Decode, Encode};
 use openssl::sha::sha256;
 use scepd_ca::{CaError, IssueRequest};
-use arc_swap::ArcSwap;
 use scepd_policy::{
-    AllowAll, ChallengeKeys, Constraints, Decision, DecryptionKey, PolicyInput,
-    PolicyModule, SignedChallenge, StaticKeys, StaticSecret,
+    AllowAll, ChallengeKeys, Constraints, Decision, DecryptionKey, PolicyInput, PolicyModule,
+    SignedChallenge, StaticKeys, StaticSecret,
 };
 use x509_cert::ext::pkix::KeyUsage;
 use x509_cert::request::CertReq;
@@ -84,9 +84,9 @@ pub fn policy_for(
             };
             Arc::new(SignedChallenge::new(settings.trust.clone(), keys))
         }
-        ChallengeConfig::Signed(None) => Arc::new(Unbuildable(
-            "no [signed_challenge] trust configured".into(),
-        )),
+        ChallengeConfig::Signed(None) => {
+            Arc::new(Unbuildable("no [signed_challenge] trust configured".into()))
+        }
         ChallengeConfig::Static(secret) => Arc::new(StaticSecret::new(secret.clone())),
         ChallengeConfig::Otp(_) => Arc::new(OtpVerifier::new(Arc::clone(store), &template.name)),
         ChallengeConfig::Webhook(webhook) => match WebhookVerifier::new(webhook) {
