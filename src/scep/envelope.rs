@@ -99,9 +99,7 @@ pub fn open(
     let content_key = match &ours {
         Some((ktri, key)) => {
             crypto::unwrap_key_or_random(*key, transport, ktri.enc_key.as_bytes(), cipher.key_len())
-                .map_err(|_| {
-                    OpenError::BadAlg("key transport not supported by the decryption key")
-                })?
+                .map_err(|_| OpenError::BadAlg(unsupported_transport(transport)))?
         }
         None => crypto::random_bytes(cipher.key_len()),
     };
@@ -112,6 +110,31 @@ pub fn open(
     match (ours, content) {
         (Some(_), Some(content)) => Ok(Opened { content, cipher }),
         _ => Err(OpenError::Envelope),
+    }
+}
+
+/// The log text of a key transport the decryption key cannot do (a PKCS#11 token without
+/// the mechanism: SoftHSM2 2.6 does RSA-OAEP with SHA-1 only).
+fn unsupported_transport(transport: KeyTransport) -> &'static str {
+    match transport {
+        KeyTransport::RsaPkcs1v15 => {
+            "RSAES-PKCS1-v1_5 key transport refused by the decryption key's PKCS#11 token"
+        }
+        KeyTransport::RsaOaep(DigestAlg::Sha1) => {
+            "RSAES-OAEP (SHA-1) key transport refused by the decryption key's PKCS#11 token"
+        }
+        KeyTransport::RsaOaep(DigestAlg::Sha224) => {
+            "RSAES-OAEP with SHA-224 refused by the decryption key's PKCS#11 token"
+        }
+        KeyTransport::RsaOaep(DigestAlg::Sha256) => {
+            "RSAES-OAEP with SHA-256 refused by the decryption key's PKCS#11 token"
+        }
+        KeyTransport::RsaOaep(DigestAlg::Sha384) => {
+            "RSAES-OAEP with SHA-384 refused by the decryption key's PKCS#11 token"
+        }
+        KeyTransport::RsaOaep(DigestAlg::Sha512) => {
+            "RSAES-OAEP with SHA-512 refused by the decryption key's PKCS#11 token"
+        }
     }
 }
 
