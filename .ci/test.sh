@@ -8,7 +8,7 @@ missing=()
 command -v scepclient >/dev/null || missing+=(scep)
 command -v openssl >/dev/null || missing+=(openssl)
 # micromdm's scepserver as the upstream CA of tests/upstream.rs runs behind socat in a network
-# namespace (../shared/tools/start-micromdm.sh).
+# namespace (tests/tools/start-micromdm.sh).
 command -v socat >/dev/null || missing+=(socat)
 # SoftHSM2: the PKCS#11 token of tests/pkcs11.rs and ca/tests/pkcs11_token.rs.
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)

@@ -1,5 +1,5 @@
 //! RA mode against a real upstream SCEP CA (issue 7 item 2): Debian's micromdm `scepserver`
-//! 2.1.0 (package `scep`) is the upstream, started by `../shared/tools/start-micromdm.sh` in a
+//! 2.1.0 (package `scep`) is the upstream, started by `tests/tools/start-micromdm.sh` in a
 //! private network namespace bridged to 127.0.0.1 (2.1.0 listens on every interface), and
 //! stopped on drop.
 //!
@@ -43,8 +43,10 @@ struct Upstream {
     port: u16,
 }
 
+/// A copy of the team's `shared/tools/{start,stop}-micromdm.sh`, kept in the repository so
+/// that a clean checkout (CI) has it.
 fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools")
 }
 
 impl Upstream {
