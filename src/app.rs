@@ -449,10 +449,13 @@ fn pki_response(reply: PkiReply) -> (Response<Bytes>, Option<Summary>) {
                 detail: reason,
                 ..Summary::default()
             };
-            (
-                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n"),
-                Some(summary),
-            )
+            // A key that cannot be reached now (a PKCS#11 token that went away) comes back by
+            // itself: tell the client when to retry, as for overload.
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            (response, Some(summary))
         }
     }
 }
