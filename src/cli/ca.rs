@@ -189,6 +189,17 @@ fn rollover(args: &RolloverArgs) -> Result<PathBuf, String> {
     if config.upstream.is_some() {
         return Err("[ca] is an upstream CA: it rolls over at the upstream, not here".into());
     }
+    if config
+        .pkcs11
+        .as_ref()
+        .is_some_and(|p| p.ca_key_label.is_some())
+    {
+        return Err(
+            "[ca] key_label: the CA key is in a PKCS#11 token, and `scepd ca rollover` \
+                    writes the next CA key as a file; roll over a token CA by hand"
+                .into(),
+        );
+    }
     let dir = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let record = rollover::record_path(&args.config);
     let existing = rollover::read_raw(&args.config).map_err(|e| e.to_string())?;
