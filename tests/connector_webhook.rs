@@ -221,9 +221,33 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
 
     // Killed (no drain) while the receiver is still down: the events are in the store.
     drop(server);
+    // A revocation on the store while no server runs commits its event too.
+    let serial1 = openssl::x509::X509::from_der(&ok1.certs[0])
+        .unwrap()
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let offline_revoke = cli(&[
+        "certs",
+        "revoke",
+        "--serial",
+        &serial1,
+        "--reason",
+        "superseded",
+        "--by",
+        "bob",
+    ]);
+    assert!(
+        offline_revoke.status.success(),
+        "{}",
+        describe(&offline_revoke)
+    );
     let offline = cli(&["outbox", "list"]);
     assert!(offline.status.success(), "{}", describe(&offline));
-    assert_eq!(String::from_utf8_lossy(&offline.stdout).lines().count(), 4);
+    assert_eq!(String::from_utf8_lossy(&offline.stdout).lines().count(), 5);
     let retry = cli(&["outbox", "retry", "--all"]);
     assert!(retry.status.success(), "{}", describe(&retry));
 
@@ -254,7 +278,7 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
         assert!(ts.abs_diff(unix_now()) < 600);
         bodies.entry(id).or_default().push(body);
     }
-    assert_eq!(bodies.len(), 4, "four events, none lost, none invented");
+    assert_eq!(bodies.len(), 5, "five events, none lost, none invented");
     for (id, copies) in &bodies {
         assert!(
             copies.windows(2).all(|w| w[0] == w[1]),
@@ -265,7 +289,7 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
         .iter()
         .map(|r| r.header("x-scepd-event-id").unwrap())
         .collect();
-    assert_eq!(arrived.len(), 4, "each event delivered after the restart");
+    assert_eq!(arrived.len(), 5, "each event delivered after the restart");
     let by_tx = |tx: &str, kind: &str| {
         bodies
             .values()
@@ -274,6 +298,11 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
             .cloned()
             .unwrap_or_else(|| panic!("no {kind} event for {tx}: {bodies:?}"))
     };
+    assert_eq!(
+        by_tx("tx-ok-1", "revoked")["revoked_by"],
+        "bob",
+        "the offline revocation"
+    );
     let issued = by_tx("tx-ok-1", "issued");
     assert_eq!(issued["template"], "devices");
     assert_eq!(issued["version"], 1);
@@ -296,8 +325,10 @@ fn webhook_events_are_signed_retried_and_delivered_after_a_restart_none_lost() {
         serial2.to_ascii_uppercase()
     );
 
-    // Inbound revocation, signed like the events.
-    let serial1 = openssl::x509::X509::from_der(&ok1.certs[0])
+    // Inbound revocation, signed like the events (of a certificate nobody revoked yet).
+    let ok3 = enroll_over_http(addr, "dev-4", "tx-ok-3", CHALLENGE);
+    assert_eq!(ok3.status, PkiStatus::Success);
+    let serial1 = openssl::x509::X509::from_der(&ok3.certs[0])
         .unwrap()
         .serial_number()
         .to_bn()

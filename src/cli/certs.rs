@@ -139,7 +139,16 @@ fn revoke(
     let bytes = admin::parse_serial(serial).ok_or("the serial must be hex")?;
     let answer: RevokeAnswer = match access {
         Access::Direct(store) => {
-            match admin::revoke(store, &bytes, reason, by, SystemTime::now()) {
+            // The connector event commits with the revocation, as the admin API's does.
+            let connectors = offline_connectors(config)?;
+            match admin::revoke_reporting(
+                store,
+                connectors.as_ref(),
+                &bytes,
+                reason,
+                by,
+                SystemTime::now(),
+            ) {
                 RevokeResult::Done(mut answer) => {
                     // No server runs: the CA port is not loaded, so ask the config.
                     if answer.outcome == "revoked" && crate::upstream::is_upstream_config(config) {
@@ -188,4 +197,17 @@ fn revoke(
         println!("NOTE: {notice}");
     }
     Ok(())
+}
+
+/// The connectors of `[connector.*]` for a revocation made on the store while no server runs,
+/// so that its event reaches the outbox (the next `serve` delivers it).
+fn offline_connectors(
+    config_path: &std::path::Path,
+) -> Result<Option<crate::connector::Connectors>, String> {
+    let config = crate::config::Config::load(config_path).map_err(|e| e.0.join("; "))?;
+    let connectors = &config.connectors;
+    if connectors.intune.is_none() && connectors.webhook.is_none() {
+        return Ok(None);
+    }
+    crate::connector::Connectors::new(connectors).map(Some)
 }
