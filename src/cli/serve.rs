@@ -382,19 +382,44 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         extra_cas,
     };
     tasks.push(tokio::spawn(ra_renewal_schedule(renewal, stop_rx.clone())));
-    if let Some(connectors) = connectors {
-        let store = Arc::clone(app.enroller().store());
-        tasks.push(tokio::spawn(crate::connector::worker::run(
+    tasks.extend(spawn_connector_tasks(&app, connectors, &stop_rx));
+    serve_until_signal(&config, app, admin, tasks, stop_tx, stop_rx).await
+}
+
+/// The outbox worker and Intune's revocation loop, when connectors are configured.
+pub(crate) fn spawn_connector_tasks(
+    app: &Arc<App>,
+    connectors: Option<Arc<crate::connector::Connectors>>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(connectors) = connectors else {
+        return Vec::new();
+    };
+    let store = Arc::clone(app.enroller().store());
+    vec![
+        tokio::spawn(crate::connector::worker::run(
             store,
             Arc::clone(&connectors),
             stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::connector::worker::intune_revocations(
-            Arc::clone(&app),
+        )),
+        tokio::spawn(crate::connector::worker::intune_revocations(
+            Arc::clone(app),
             connectors,
             stop_rx.clone(),
-        )));
-    }
+        )),
+    ]
+}
+
+/// Binds the SCEP (HTTP, HTTPS) and admin listeners, serves until SIGTERM or SIGINT, then
+/// stops every task (`tasks` and the listeners) and waits for in-flight requests.
+pub(crate) async fn serve_until_signal(
+    config: &Config,
+    app: Arc<App>,
+    admin: Arc<AdminApi>,
+    mut tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<(), String> {
     if let Some(addr) = config.listen {
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
         tracing::info!(%addr, "SCEP over HTTP");

@@ -18,7 +18,6 @@ use crate::app::{App, AppLimits};
 use crate::config::Config;
 use crate::enroll::{Enroller, EnrollerParts};
 use crate::http::admin::AdminApi;
-use crate::http::server;
 use crate::keys::{self, RaIdentity};
 use crate::store::{SledStore, Store};
 
@@ -159,74 +158,6 @@ async fn serve(loaded: Loaded) -> Result<(), String> {
         tracing::info!(url = %upstream.url, "CA: upstream SCEP CA (RA mode); no CRL or OCSP served");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    if let Some(connectors) = connectors {
-        let store = Arc::clone(app.enroller().store());
-        tasks.push(tokio::spawn(crate::connector::worker::run(
-            store,
-            Arc::clone(&connectors),
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::connector::worker::intune_revocations(
-            Arc::clone(&app),
-            connectors,
-            stop_rx.clone(),
-        )));
-    }
-    if let Some(addr) = config.listen {
-        let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
-        tracing::info!(%addr, "SCEP over HTTP");
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            None,
-            Arc::clone(&app),
-            config.limits.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    if let Some(tls) = &config.tls {
-        let acceptor = server::tls_acceptor(&tls.cert, &tls.key).map_err(|e| e.to_string())?;
-        let listener = server::bind(tls.listen).await.map_err(|e| e.to_string())?;
-        tracing::info!(addr = %tls.listen, "SCEP over HTTPS");
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            Some(acceptor),
-            Arc::clone(&app),
-            config.limits.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    let admin_listener = server::bind(config.admin.listen)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(addr = %config.admin.listen, "admin API");
-    tasks.push(tokio::spawn(server::serve(
-        admin_listener,
-        None,
-        admin,
-        config.limits.clone(),
-        stop_rx,
-    )));
-    wait_for_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    let tasks = crate::cli::serve::spawn_connector_tasks(&app, connectors, &stop_rx);
+    crate::cli::serve::serve_until_signal(&config, app, admin, tasks, stop_tx, stop_rx).await
 }
